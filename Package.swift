@@ -1,0 +1,54 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let package = Package(
+    name: "FastAttention",
+    products: [
+        .library(name: "FastAttention", targets: ["FastAttention"]),
+        .library(name: "TensorCore", targets: ["TensorCore"]),
+        .library(name: "ImageIO", targets: ["ImageIO"]),
+        .executable(name: "attend", targets: ["attend"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // OpenBLAS (CBLAS + the LAPACK routines it ships), found through pkg-config.
+        .systemLibrary(
+            name: "CBLAS",
+            pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev"])]
+        ),
+        // Private C shims: libpng's simplified API and a setjmp-guarded libjpeg.
+        // No stable API; only ImageIO imports it.
+        .target(
+            name: "CCodecs",
+            linkerSettings: [.linkedLibrary("png"), .linkedLibrary("jpeg")]
+        ),
+        // Private C kernels with per-function target attributes and runtime CPU dispatch,
+        // so vectorised code needs no unsafeFlags and the package stays importable.
+        .target(name: "CKernels"),
+        .target(name: "TensorCore", dependencies: ["CBLAS", "CKernels"]),
+        .target(name: "ImageIO", dependencies: ["CCodecs", "TensorCore"]),
+        .target(name: "FastAttention", dependencies: ["TensorCore", "ImageIO"]),
+        .executableTarget(
+            name: "attend",
+            dependencies: [
+                "FastAttention", "TensorCore", "ImageIO",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .target(name: "TestSupport", dependencies: ["TensorCore"], path: "Tests/TestSupport"),
+        .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "TestSupport"]),
+        .testTarget(name: "ImageIOTests", dependencies: ["ImageIO", "TestSupport"]),
+        .testTarget(
+            name: "FastAttentionTests",
+            dependencies: ["FastAttention", "TestSupport"],
+            resources: [.copy("Fixtures")]
+        ),
+        .testTarget(name: "attendTests", dependencies: ["TestSupport"]),
+    ],
+    // Numeric kernels share unsafe pointers across concurrentPerform workers by design;
+    // Swift 5 mode keeps that readable. The package still builds with the Swift 6 toolchain.
+    swiftLanguageModes: [.v5]
+)

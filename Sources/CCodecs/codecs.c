@@ -1,0 +1,1 @@
+int fa_codecs_version(void) { return 1; }

@@ -1,0 +1,2 @@
+/* placeholder until the codecs land */
+int fa_codecs_version(void);

@@ -1,0 +1,79 @@
+// Matrix products through cblas_sgemm: transposes and leading dimensions instead of copies.
+
+import CBLAS
+
+public enum BLAS {
+    /// C = alpha·op(A)·op(B) + beta·C for one row-major matrix triple.
+    /// op(A) is m×k, op(B) is k×n, C is m×n; `lda`, `ldb`, `ldc` are row strides in elements.
+    @inline(__always)
+    public static func gemm(
+        transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
+        alpha: Float = 1, a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+        beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
+        if m == 0 || n == 0 { return }
+        if k == 0 {
+            for i in 0..<m { for j in 0..<n { c[i * ldc + j] = beta == 0 ? 0 : beta * c[i * ldc + j] } }
+            return
+        }
+        cblas_sgemm(
+            CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+            Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    }
+
+    /// The naive triple loop `gemm` is tested against.
+    public static func gemmNaive(
+        transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
+        alpha: Float = 1, a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+        beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
+        for i in 0..<m {
+            for j in 0..<n {
+                var s: Double = 0
+                for p in 0..<k {
+                    let av = transA ? a[p * lda + i] : a[i * lda + p]
+                    let bv = transB ? b[j * ldb + p] : b[p * ldb + j]
+                    s += Double(av) * Double(bv)
+                }
+                c[i * ldc + j] = alpha * Float(s) + (beta == 0 ? 0 : beta * c[i * ldc + j])
+            }
+        }
+    }
+}
+
+extension Tensor {
+    /// Batched matrix product, as `torch.matmul` on tensors of rank ≥ 2: the last two axes are
+    /// the matrices, leading axes are the batch. A rank-2 operand is broadcast over the other's
+    /// batch; otherwise leading shapes must be equal. Each batch element is one `cblas_sgemm`
+    /// on pointers into the operands — nothing is copied or transposed in memory.
+    public func matmul(_ other: Tensor, transposeSelf: Bool = false, transposeOther: Bool = false,
+                       alpha: Float = 1) -> Tensor {
+        precondition(rank >= 2 && other.rank >= 2, "matmul needs rank ≥ 2, got \(shape) and \(other.shape)")
+        let (ar, ac) = (shape[rank - 2], shape[rank - 1])
+        let (br, bc) = (other.shape[other.rank - 2], other.shape[other.rank - 1])
+        let m = transposeSelf ? ac : ar, k = transposeSelf ? ar : ac
+        let k2 = transposeOther ? bc : br, n = transposeOther ? br : bc
+        precondition(k == k2, "matmul inner dimensions differ: \(shape) · \(other.shape)")
+        let aBatch = Array(shape.dropLast(2)), bBatch = Array(other.shape.dropLast(2))
+        let batch: [Int]
+        if aBatch == bBatch || bBatch.isEmpty { batch = aBatch } else if aBatch.isEmpty { batch = bBatch } else {
+            preconditionFailure("matmul batch shapes differ: \(shape) · \(other.shape)")
+        }
+        let nb = batch.reduce(1, *)
+        var out = Tensor(uninitialized: batch + [m, n])
+        let aStep = aBatch.isEmpty ? 0 : ar * ac, bStep = bBatch.isEmpty ? 0 : br * bc
+        withUnsafeBufferPointer { a in
+            other.withUnsafeBufferPointer { b in
+                out.withUnsafeMutableBufferPointer { c in
+                    for i in 0..<nb {
+                        BLAS.gemm(transA: transposeSelf, transB: transposeOther, m: m, n: n, k: k, alpha: alpha,
+                                  a: a.baseAddress! + i * aStep, lda: ac,
+                                  b: b.baseAddress! + i * bStep, ldb: bc,
+                                  c: c.baseAddress! + i * m * n, ldc: n)
+                    }
+                }
+            }
+        }
+        return out
+    }
+}

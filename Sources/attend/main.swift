@@ -1,0 +1,2 @@
+import FastAttention
+print("attend")
