@@ -41,10 +41,11 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["TensorCore"], path: "Tests/TestSupport"),
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "TestSupport"]),
         .testTarget(name: "ImageIOTests", dependencies: ["ImageIO", "TestSupport"]),
+        // Fixtures are read from the source tree (Tests/*/Fixtures) by path, not as resources.
         .testTarget(
             name: "FastAttentionTests",
             dependencies: ["FastAttention", "TestSupport"],
-            resources: [.copy("Fixtures")]
+            exclude: ["Fixtures"]
         ),
         .testTarget(name: "attendTests", dependencies: ["TestSupport"]),
     ],
