@@ -34,7 +34,7 @@ let package = Package(
         .executableTarget(
             name: "attend",
             dependencies: [
-                "FastAttention", "TensorCore", "ImageIO",
+                "FastAttention", "TensorCore", "ImageIO", "CBLAS", "CKernels",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -1,0 +1,79 @@
+import FastAttention
+import Foundation
+import TensorCore
+import TestSupport
+import XCTest
+
+/// non-local against mmcv's NonLocal2d through the committed fixtures
+/// (Tools/reference/non_local.py: every weight and BN statistic random, H ≠ W).
+final class NonLocal2dTests: XCTestCase {
+    static let cases = ["non-local", "non-local-bn-subsample", "non-local-dot-product", "non-local-gaussian",
+                        "non-local-concatenation"]
+
+    func testParityWithMMCV() throws {
+        for name in Self.cases {
+            let f = try Fixture.load(name)
+            let m = try f.makeModule()
+            assertClose(try m(f.input), f.output, rtol: 1e-4, name)
+        }
+    }
+
+    func testMapMatchesReferenceRow() throws {
+        for name in Self.cases {
+            let f = try Fixture.load(name)
+            let m = try f.makeModule()
+            guard let expected = f.map, let q = f.mapQuery else { return XCTFail("\(name) has no map") }
+            let map = try m.attentionMap(f.input, query: q)
+            XCTAssertEqual(map.kind, .perQuery)
+            assertClose(map.values, expected, rtol: 1e-4, name)
+        }
+    }
+
+    func testSoftmaxMapRowSumsToOne() throws {
+        let x = randomTensor([1, 8, 5, 6], seed: 3)
+        let m = try Registry.make(id: "non-local", inputShape: x.shape, seed: 2)
+        let map = try m.attentionMap(x, query: MapQuery(row: 4, column: 0))
+        XCTAssertEqual(map.values.shape, [1, 5, 6])
+        XCTAssertEqual(map.values.scalars.reduce(0, +), 1, accuracy: 1e-5)
+    }
+
+    func testStrictLoadingNamesBadKeys() throws {
+        let f = try Fixture.load("non-local")
+        var sd = f.stateDict
+        sd.tensors["theta.conv.weight"] = nil
+        sd.tensors["extra.weight"] = Tensor(zeros: [1])
+        sd.tensors["g.conv.bias"] = Tensor(zeros: [3])
+        XCTAssertThrowsError(try Registry.make(id: "non-local", settings: f.settings, inputShape: f.input.shape,
+                                               weights: sd)) { error in
+            let text = String(describing: error)
+            XCTAssertTrue(text.contains("missing keys: theta.conv.weight"), text)
+            XCTAssertTrue(text.contains("unexpected keys: extra.weight"), text)
+            XCTAssertTrue(text.contains("size mismatch for g.conv.bias: checkpoint has 3, module expects 16"), text)
+        }
+    }
+
+    func testWrongChannelsAndRankAreClearErrors() throws {
+        let m = try Registry.make(id: "non-local", inputShape: [1, 8, 4, 4])
+        XCTAssertThrowsError(try m(Tensor(zeros: [1, 6, 4, 4]))) { e in
+            XCTAssertEqual(String(describing: e), "non-local: expected input N×8×H×W, found 1×6×4×4")
+        }
+        XCTAssertThrowsError(try m(Tensor(zeros: [8, 4, 4])))
+        XCTAssertThrowsError(try Registry.make(id: "non-local", settings: ["in_channels": "16"], inputShape: [1, 8, 4, 4])) { e in
+            XCTAssertTrue(String(describing: e).contains("in_channels=16 but the input has 8 channels"))
+        }
+        XCTAssertThrowsError(try Registry.make(id: "non-local", settings: ["reductio": "2"], inputShape: [1, 8, 4, 4])) { e in
+            XCTAssertTrue(String(describing: e).contains("unknown config key 'reductio'"))
+        }
+        XCTAssertThrowsError(try Registry.make(id: "non-local", settings: ["mode": "cosine"], inputShape: [1, 8, 4, 4]))
+        XCTAssertThrowsError(try Registry.make(id: "non-local", settings: ["reduction": "0"], inputShape: [1, 8, 4, 4]))
+    }
+
+    func testSimilarityInitialisationMakesQueryAttendToItself() throws {
+        // φ = θ: with well-separated inputs the query's own position gets the largest weight.
+        var x = Tensor(zeros: [1, 4, 3, 3])
+        for i in 0..<9 { x[0, i % 4, i / 3, i % 3] = 3 }
+        let m = try Registry.make(id: "non-local", settings: ["reduction": "1"], inputShape: x.shape, seed: 5)
+        let w = try m.attentionMap(x, query: MapQuery(row: 1, column: 2)).values.scalars
+        XCTAssertEqual(w.firstIndex(of: w.max()!), 5)
+    }
+}
