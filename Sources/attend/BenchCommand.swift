@@ -71,7 +71,7 @@ struct Bench: ParsableCommand {
                 times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
                 if times.count >= 1000 { break }
             }
-            let peak = Double(MemoryStats.peakBytes - base) / (1 << 20)
+            let peak = Double(MemoryStats.peakBytes - base) / 1_048_576
             times.sort()
             let row = Row(size: s, n: s * s, medianMs: times[times.count / 2], peakMiB: peak, runs: times.count)
             rows.append(row)

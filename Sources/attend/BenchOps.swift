@@ -71,7 +71,7 @@ enum BenchOp: String, CaseIterable, ExpressibleByArgument {
             let ms = Self.median(minTime: minTime, repeats: repeats) {
                 _ = DenseAttention.multiHead(q: q, k: k, v: v, heads: heads, scale: 1 / Float(d).squareRoot())
             }
-            let peak = Double(MemoryStats.peakBytes - base) / (1 << 20)
+            let peak = Double(MemoryStats.peakBytes - base) / 1_048_576
             let gf = 4 * Double(n) * Double(n) * Double(d) * Double(heads) / 1e9
             return Result(json: ["op": "attention", "n": n, "heads": heads, "d": d, "median_ms": ms,
                                  "gflops": gf / (ms / 1e3), "peak_mib": peak, "threads": Threads.count],

@@ -25,12 +25,8 @@ struct Fixture {
         }
         var settings: [String: String] = [:]
         if let json = sd.metadata["config"],
-           let obj = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any] {
-            for (k, v) in obj {
-                if let b = v as? Bool { settings[k] = b ? "true" : "false" }
-                else if let a = v as? [Any] { settings[k] = a.map { "\($0)" }.joined(separator: ",") }
-                else { settings[k] = "\(v)" }
-            }
+           let obj = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: String] {
+            settings = obj
         }
         var query: MapQuery?
         if let q = sd.metadata["map_query"] {

@@ -68,12 +68,16 @@ final class NonLocal2dTests: XCTestCase {
         XCTAssertThrowsError(try Registry.make(id: "non-local", settings: ["reduction": "0"], inputShape: [1, 8, 4, 4]))
     }
 
-    func testSimilarityInitialisationMakesQueryAttendToItself() throws {
-        // φ = θ: with well-separated inputs the query's own position gets the largest weight.
-        var x = Tensor(zeros: [1, 4, 3, 3])
-        for i in 0..<9 { x[0, i % 4, i / 3, i % 3] = 3 }
-        let m = try Registry.make(id: "non-local", settings: ["reduction": "1"], inputShape: x.shape, seed: 5)
-        let w = try m.attentionMap(x, query: MapQuery(row: 1, column: 2)).values.scalars
-        XCTAssertEqual(w.firstIndex(of: w.max()!), 5)
+    func testSimilarityInitialisationGivesSymmetricLogits() throws {
+        // Seeded, φ = θ, so logits s·θᵢ·θⱼ are symmetric and the weights satisfy Kolmogorov's
+        // cycle criterion: w(i→j)·w(j→k)·w(k→i) = w(i→k)·w(k→j)·w(j→i).
+        let x = randomTensor([1, 6, 4, 5], seed: 8)
+        let m = try Registry.make(id: "non-local", inputShape: x.shape, seed: 5)
+        let pos = [(0, 0), (2, 3), (3, 1)]
+        let rows = try pos.map { try m.attentionMap(x, query: MapQuery(row: $0.0, column: $0.1)).values.scalars }
+        let idx = pos.map { $0.0 * 5 + $0.1 }
+        let forward = Double(rows[0][idx[1]]) * Double(rows[1][idx[2]]) * Double(rows[2][idx[0]])
+        let backward = Double(rows[0][idx[2]]) * Double(rows[2][idx[1]]) * Double(rows[1][idx[0]])
+        XCTAssertEqual(forward / backward, 1, accuracy: 1e-4)
     }
 }

@@ -7,7 +7,8 @@ Fixture format (one safetensors file per case, read by the Swift tests):
   state.<key>      every state_dict entry under its reference key (dtype kept: I64, BOOL, ...)
 metadata (strings):
   module           our module id (modules.tsv)
-  config           JSON object: the `--set` keys and values the Swift side builds the module with
+  config           JSON object of strings: the `--set key=value` pairs the Swift side builds the
+                   module with (booleans as true/false, lists comma-separated)
   reference        the class and package version that produced `output`
   map_query        "row,col" of the query pixel for `map` (when present)
 """
@@ -45,7 +46,7 @@ def save_fixture(name: str, module_id: str, config: dict, reference: str, module
         tensors["state." + k] = v.detach().contiguous()
     for k, v in (extra or {}).items():
         tensors[k] = v.detach().contiguous()
-    meta = {"module": module_id, "config": json.dumps(config, sort_keys=True), "reference": reference,
+    meta = {"module": module_id, "config": json.dumps(set_values(config), sort_keys=True), "reference": reference,
             "torch": torch.__version__}
     if map_query is not None:
         meta["map_query"] = f"{map_query[0]},{map_query[1]}"
@@ -54,6 +55,17 @@ def save_fixture(name: str, module_id: str, config: dict, reference: str, module
     save_file(tensors, path, metadata=meta)
     print(f"{name}: {os.path.getsize(path)} bytes, output {tuple(y.shape)}", file=sys.stderr)
     return path
+
+
+def set_values(config: dict) -> dict:
+    """Constructor kwargs as `attend --set` text."""
+    def text(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (list, tuple)):
+            return ",".join(text(i) for i in v)
+        return str(v)
+    return {k: text(v) for k, v in config.items()}
 
 
 def save_state_dict(module: torch.nn.Module, path: str) -> None:

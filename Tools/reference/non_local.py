@@ -50,8 +50,7 @@ def main():
         with torch.no_grad():
             y = m(x)
             amap = reference_map(m, x, *q)
-        config = {k: (str(v).lower() if isinstance(v, bool) else v) for k, v in kw.items()}
-        common.save_fixture(name, "non-local", config, REFERENCE, m, x, y, amap, q)
+        common.save_fixture(name, "non-local", kw, REFERENCE, m, x, y, amap, q)
 
 
 if __name__ == "__main__":
