@@ -113,6 +113,10 @@ enum FileAccess {
         if (st.st_mode & S_IFMT) == S_IFDIR {
             throw WeightsError.malformed(path: path, reason: "is a directory, not a file")
         }
+        if (st.st_mode & S_IFMT) != S_IFREG {
+            // Devices and pipes have no size to check against maxBytes (/dev/zero never ends).
+            throw WeightsError.malformed(path: path, reason: "is not a regular file")
+        }
         let size = Int(st.st_size)
         if size > maxBytes {
             throw WeightsError.malformed(

@@ -115,6 +115,7 @@ final class SafeTensorsTests: XCTestCase {
         let url = fixturesDirectory().appendingPathComponent("io-state.safetensors")
         assertMalformed("over the limit of") { try SafeTensors.read(contentsOf: url, maxBytes: 100) }
         assertMalformed("is a directory") { try SafeTensors.read(contentsOf: fixturesDirectory()) }
+        assertMalformed("is not a regular file") { try SafeTensors.read(contentsOf: URL(fileURLWithPath: "/dev/zero")) }
     }
 
     func testEmptyStateDict() throws {
