@@ -5,4 +5,3 @@ struct Image {}
 enum ImageDecoder { static func decode(contentsOf: URL, maxPixels: Int) throws -> Image { Image() } }
 struct ImageStem { func features(_ i: Image, grid: Int) -> TensorCore.Tensor { fatalError() } }
 import TensorCore
-enum NPY { static func read(contentsOf: URL) throws -> Tensor { fatalError() }; static func write(_ t: Tensor, to: URL) throws {} }
