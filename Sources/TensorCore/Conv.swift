@@ -89,10 +89,10 @@ public func conv1d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int
     guard weight.rank == 3 else {
         throw ShapeError.mismatch(what: "conv1d", expected: "weight O×(C/groups)×k", found: weight.shape)
     }
-    let y = try conv2d(x.reshaped([x.shape[0], x.shape[1], 1, x.shape[2]]),
-                       weight: weight.reshaped([weight.shape[0], weight.shape[1], 1, weight.shape[2]]),
+    let y = try conv2d(x.reshaped([x.shape[0], x.shape[1], 1, x.shape[2]]),                  // N, C, 1, L
+                       weight: weight.reshaped([weight.shape[0], weight.shape[1], 1, weight.shape[2]]),  // O, C/g, 1, k
                        bias: bias, stride: (1, stride), padding: (0, padding), dilation: (1, dilation), groups: groups)
-    return y.reshaped([y.shape[0], y.shape[1], y.shape[3]])
+    return y.reshaped([y.shape[0], y.shape[1], y.shape[3]])  // N, O, Lo
 }
 
 /// GEMM paths: per (batch item, group), weight_g (O/g × C/g·kh·kw) · columns → output rows.

@@ -157,8 +157,8 @@ public func globalMaxPool2d(_ x: Tensor) throws -> Tensor { try adaptive(x, (1, 
 /// Applies a 2-d pool to N×C×L viewed as N×C×1×L.
 private func as1d(_ x: Tensor, _ name: String, _ pool: (Tensor) throws -> Tensor) throws -> Tensor {
     guard x.rank == 3 else { throw ShapeError.mismatch(what: name, expected: "N×C×L", found: x.shape) }
-    let y = try pool(x.reshaped([x.shape[0], x.shape[1], 1, x.shape[2]]))
-    return y.reshaped([y.shape[0], y.shape[1], y.shape[3]])
+    let y = try pool(x.reshaped([x.shape[0], x.shape[1], 1, x.shape[2]]))  // N, C, 1, L
+    return y.reshaped([y.shape[0], y.shape[1], y.shape[3]])              // N, C, Lo
 }
 
 /// `F.avg_pool1d(x, kernel, stride, padding, ceil_mode, count_include_pad)` on N×C×L.
