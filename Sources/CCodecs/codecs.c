@@ -1,1 +1,0 @@
-int fa_codecs_version(void) { return 1; }
