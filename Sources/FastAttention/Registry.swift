@@ -26,7 +26,7 @@ public enum Registry {
         let t = try type(id: id)
         let config = try Config(module: id, schema: t.configSchema, settings: settings)
         let p = weights.map { Parameters.loading($0, seed: seed) } ?? .seeded(seed)
-        let m = try t.init(config: config, inputShape: inputShape, parameters: p)
+        let m = try t.init(config: config, inputShape: moduleInputShape(t, inputShape), parameters: p)
         try p.finish()
         return m
     }
@@ -37,7 +37,12 @@ public enum Registry {
         let t = try type(id: id)
         let config = try Config(module: id, schema: t.configSchema, settings: settings)
         let p = Parameters.seeded(0)
-        _ = try t.init(config: config, inputShape: inputShape, parameters: p)
+        _ = try t.init(config: config, inputShape: moduleInputShape(t, inputShape), parameters: p)
         return p.records
+    }
+
+    /// A sequence module given a feature map is built for its flattened tokens N×(H·W)×C.
+    static func moduleInputShape(_ t: any AttentionModule.Type, _ shape: [Int]) -> [Int] {
+        t.info.kind == .sequence && shape.count == 4 ? [shape[0], shape[2] * shape[3], shape[1]] : shape
     }
 }

@@ -74,7 +74,7 @@ struct MapCommand: ParsableCommand {
         let queries = m.info.mapKind == .perQuery ? points : [points[0]]
         for p in queries {
             let q = MapQuery(row: min(gh - 1, p.y * gh / photo.height), column: min(gw - 1, p.x * gw / photo.width))
-            let map = try m.attentionMap(x, query: q)
+            let map = try m.map(onGrid: x, query: q)
             for (k, label) in map.labels.enumerated() {
                 let (img, range) = try render(map, index: k, photo: photo, colormap: cmap)
                 var panel = img

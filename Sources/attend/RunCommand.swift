@@ -52,14 +52,15 @@ struct Run: ParsableCommand {
         let sd = try weights.map(InputFile.weights)
         let m = try Registry.make(id: module, settings: try Config.settings(from: settings), inputShape: x.shape,
                                   weights: sd, seed: seed)
-        let y = try m(x)
+        let y = try m.apply(x)
         try OutputFile.write(y, to: output)
         FileHandle.standardError.write(Data("\(module): \(Shape.format(x.shape)) → \(Shape.format(y.shape)) written to \(output)\n".utf8))
     }
 
     func checkRank(_ x: Tensor, for t: any AttentionModule.Type) throws {
         let kind = t.info.kind
-        let ok = (x.rank == 4 && kind != .sequence) || (x.rank == 3 && kind != .spatial)
+        // Sequence modules also take maps (flattened to raster-order tokens and back).
+        let ok = x.rank == 4 || (x.rank == 3 && kind != .spatial)
         if !ok {
             throw InputError.rank(path: input, shape: x.shape, module: t.info.id,
                                   kind: kind == .spatial ? "N×C×H×W feature maps" :

@@ -108,8 +108,8 @@ public final class NonLocal2d: AttentionModule {
     /// Query, key and value tokens: N×L×Cq, N×Lk×Cq, N×Lk×C′ (Lk = L, or L/4 pooled).
     func projections(_ x: Tensor) -> (q: Tensor, k: Tensor, v: Tensor, kh: Int, kw: Int) {
         let h = x.shape[2], w = x.shape[3]
-        let q = theta?.tokens(x) ?? x.mapToTokensCopy()
-        var k = phi?.tokens(x) ?? x.mapToTokensCopy()
+        let q = theta?.tokens(x) ?? x.mapToTokens()
+        var k = phi?.tokens(x) ?? x.mapToTokens()
         var v = g.tokens(x)
         var kh = h, kw = w
         if subSample {
@@ -271,18 +271,6 @@ func maxPool2Tokens(_ t: Tensor, height h: Int, width w: Int) -> Tensor {
 }
 
 extension Tensor {
-    /// N×C×H×W → N×(H·W)×C copy (raster order).
-    func mapToTokensCopy() -> Tensor {
-        let n = shape[0], c = shape[1], l = shape[2] * shape[3]
-        var out = Tensor(uninitialized: [n, l, c])
-        withUnsafeBufferPointer { xp in
-            out.withUnsafeMutableBufferPointer { op in
-                for b in 0..<n { for ch in 0..<c { for j in 0..<l { op[(b * l + j) * c + ch] = xp[(b * c + ch) * l + j] } } }
-            }
-        }
-        return out   // N, L, C
-    }
-
     /// Batch item `i` as a 1×… tensor.
     func batchItem(_ i: Int) -> Tensor {
         let per = count / shape[0]
