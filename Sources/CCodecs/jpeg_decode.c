@@ -82,7 +82,10 @@ int fa_jpeg_decode(const uint8_t *data, size_t size, uint64_t max_pixels,
     /* Bound libjpeg's own allocations too: a progressive file's coefficient buffer is
      * 2 bytes per sample per component; 16 bytes per pixel plus slack covers every layout. */
     cinfo.mem->max_memory_to_use = (long)(count * 16 + (64L << 20));
-    jpeg_start_decompress(&cinfo);
+    jpeg_start_decompress(&cinfo);  /* progressive files are read whole here */
+    /* The arithmetic decoder pads missing data with zeros silently (no JWRN_HIT_MARKER), so
+     * only Huffman-coded single-scan files may tolerate an EOF (policy in jpeg_guard.c). */
+    err.single_scan = !jpeg_has_multiple_scans(&cinfo) && !cinfo.arith_code;
 
     JDIMENSION width = cinfo.output_width, height = cinfo.output_height;
     if (cinfo.output_components != (cmyk ? 4 : 3)) {
@@ -102,7 +105,6 @@ int fa_jpeg_decode(const uint8_t *data, size_t size, uint64_t max_pixels,
         if (jpeg_read_scanlines(&cinfo, &target, 1) != 1) ERREXIT(&cinfo, JERR_INPUT_EOF);
         if (cmyk) cmyk_row_to_rgb(cmyk_row[0], row, width, cinfo.saw_Adobe_marker);
     }
-    err.finishing = 1;
     jpeg_finish_decompress(&cinfo);
 
     out->pixels = pixels;

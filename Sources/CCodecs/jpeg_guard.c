@@ -1,12 +1,18 @@
 /* The guarded libjpeg error manager and the growable memory destination.
  *
- * Policy on warnings: libjpeg reports damaged entropy data as warnings and fills what it
- * could not decode with grey. A premature end of data (JWRN_JPEG_EOF) while pixels are still
- * being decoded is turned into an error, so a truncated download is refused rather than
- * returned half grey. During jpeg_finish_decompress every scan is already decoded, so a
- * file missing only its trailing EOI marker is accepted (as browsers do). Other corrupt-data
- * warnings (extraneous bytes, bad restart markers) are counted and tolerated: libjpeg resyncs
- * and cameras produce such files in the wild.
+ * Truncation policy. libjpeg reports a premature end of data as a *warning* and fills the
+ * rest of the image with grey; we refuse such files instead (a half-grey photo would give
+ * silently wrong attention maps). The memory source warns JWRN_JPEG_EOF whenever the
+ * decoder asks for bytes past the end, which it also does when prefetching bits for the
+ * last MCU of a complete file that merely lacks its EOI marker. So:
+ *  - EOF while reading headers, anywhere in a progressive/multi-scan file (where a
+ *    missing later scan cannot be told from a complete file) or in an arithmetic-coded
+ *    file (whose decoder pads with zeros without a warning) is an error;
+ *  - in a single-scan Huffman file EOF is noted, and becomes an error as soon as the entropy
+ *    decoder actually needs bits that are not there (JWRN_HIT_MARKER after EOF). A baseline
+ *    file missing only its EOI therefore decodes, as browsers show it.
+ * Other corrupt-data warnings (extraneous bytes, bad restart markers) are counted and
+ * tolerated: libjpeg resyncs, and cameras produce such files in the wild.
  */
 #include "jpeg_guard.h"
 #include "ccodecs.h"
@@ -37,7 +43,9 @@ static void guarded_error_exit(j_common_ptr cinfo) {
 static void guarded_emit_message(j_common_ptr cinfo, int level) {
     fa_jpeg_error *err = (fa_jpeg_error *)cinfo->err;
     if (level >= 0) return; /* trace messages */
-    if (err->pub.msg_code == JWRN_JPEG_EOF && !err->finishing) {
+    int code = err->pub.msg_code;
+    if (code == JWRN_JPEG_EOF) err->saw_eof = 1;
+    if ((code == JWRN_JPEG_EOF && !err->single_scan) || (code == JWRN_HIT_MARKER && err->saw_eof)) {
         err->status = FA_ERR_TRUNCATED;
         fa_set_message(err->message, sizeof err->message, "premature end of data");
         longjmp(err->jump, 1);

@@ -16,7 +16,8 @@ typedef struct {
     struct jpeg_error_mgr pub;
     jmp_buf jump;
     int status;                     /* FA_* code for the failure */
-    int finishing;                  /* set while jpeg_finish_decompress runs */
+    int single_scan;                /* set after jpeg_start_decompress for one-scan files */
+    int saw_eof;                    /* the data ended before an EOI marker */
     int warnings;                   /* recoverable corrupt-data warnings seen */
     char message[JMSG_LENGTH_MAX];  /* the failure, in words */
 } fa_jpeg_error;

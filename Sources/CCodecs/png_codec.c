@@ -9,12 +9,13 @@
 #include "ccodecs.h"
 #include "codec_util.h"
 
+#include <math.h>
 #include <png.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* PNG signature (8) + IHDR length (4) + "IHDR" (4) + width (4) + height (4) = 24. */
-enum { IHDR_BIT_DEPTH_OFFSET = 24, IHDR_COLOR_TYPE_OFFSET = 25 };
+enum { IHDR_BIT_DEPTH_OFFSET = 24, IHDR_COLOR_TYPE_OFFSET = 25, IHDR_INTERLACE_OFFSET = 28 };
 
 /* libpng reports a cut file as "read beyond end of data" (memory reader) or a zlib
  * "Not enough image data"; both mean the data ended before the image did. */
@@ -24,6 +25,35 @@ static int png_status_for_message(const char *message) {
     if (strstr(message, "out of memory") != NULL || strstr(message, "Out of Memory") != NULL)
         return FA_ERR_NOMEM;
     return FA_ERR_CORRUPT;
+}
+
+/* Work-around for libpng bug pnggroup/libpng#853 (present in 1.6.39 as shipped by Debian,
+ * open upstream): reading an Adam7-interlaced 16-bit file into 8-bit output through the
+ * simplified API corrupts about half the pixels, because the interlace passes are combined
+ * in a scratch row that does not hold the previous passes. The 16-bit *linear* output path
+ * is unaffected, so for those files we read 16-bit linear (premultiplied when there is
+ * alpha, as the simplified API defines it) and encode to 8-bit here with the same 2.2
+ * power curve libpng uses for "sRGB" output; results match the non-interlaced file to ±1. */
+static int finish_read_16bit_interlaced(png_image *image, uint8_t *buffer, uint32_t channels) {
+    image->format = channels == 4 ? PNG_FORMAT_LINEAR_RGB_ALPHA : PNG_FORMAT_LINEAR_RGB;
+    size_t samples = (size_t)image->width * image->height * channels;
+    uint16_t *linear = malloc(samples * sizeof(uint16_t) + 2);
+    if (linear == NULL) return -1;
+    if (!png_image_finish_read(image, NULL, linear, 0, NULL)) {
+        free(linear);
+        return 0;
+    }
+    for (size_t p = 0; p < samples; p += channels) {
+        double alpha = channels == 4 ? linear[p + 3] / 65535.0 : 1.0;
+        for (uint32_t k = 0; k < 3; k++) {
+            double v = alpha > 0 ? linear[p + k] / 65535.0 / alpha : 0.0;
+            if (v > 1) v = 1;
+            buffer[p + k] = (uint8_t)lround(255.0 * pow(v, 1.0 / 2.2));
+        }
+        if (channels == 4) buffer[p + 3] = (uint8_t)lround(alpha * 255.0);
+    }
+    free(linear);
+    return 1;
 }
 
 int fa_png_decode(const uint8_t *data, size_t size, uint64_t max_pixels,
@@ -69,7 +99,17 @@ int fa_png_decode(const uint8_t *data, size_t size, uint64_t max_pixels,
         png_image_free(&image);
         return FA_ERR_NOMEM;
     }
-    if (!png_image_finish_read(&image, NULL, buffer, 0, NULL)) {
+    int interlaced16 = out->source_bit_depth == 16 && size > IHDR_INTERLACE_OFFSET &&
+                       data[IHDR_INTERLACE_OFFSET] == 1;
+    int read = interlaced16 ? finish_read_16bit_interlaced(&image, buffer, channels)
+                            : png_image_finish_read(&image, NULL, buffer, 0, NULL);
+    if (read < 0) {
+        fa_set_message(msg, msg_capacity, "out of memory");
+        free(buffer);
+        png_image_free(&image);
+        return FA_ERR_NOMEM;
+    }
+    if (!read) {
         int status = png_status_for_message(image.message);
         fa_set_message(msg, msg_capacity, image.message);
         free(buffer);

@@ -53,10 +53,13 @@ extension Image {
     /// query marker looks round even at radius 3.
     public mutating func drawDisc(centerX cx: Double, centerY cy: Double, radius: Double, color: Color) {
         guard radius > 0 else { return }
-        let x0 = Int((cx - radius - 1).rounded(.down)), x1 = Int((cx + radius + 1).rounded(.up))
-        let y0 = Int((cy - radius - 1).rounded(.down)), y1 = Int((cy + radius + 1).rounded(.up))
-        for y in max(y0, 0)...max(min(y1, height - 1), 0) where y < height {
-            for x in max(x0, 0)...max(min(x1, width - 1), 0) where x < width {
+        let x0 = max(Int((cx - radius - 1).rounded(.down)), 0)
+        let x1 = min(Int((cx + radius + 1).rounded(.up)), width - 1)
+        let y0 = max(Int((cy - radius - 1).rounded(.down)), 0)
+        let y1 = min(Int((cy + radius + 1).rounded(.up)), height - 1)
+        guard x0 <= x1, y0 <= y1 else { return }  // entirely outside the image
+        for y in y0...y1 {
+            for x in x0...x1 {
                 let dx = Double(x) + 0.5 - cx, dy = Double(y) + 0.5 - cy
                 let coverage = min(max(radius + 0.5 - (dx * dx + dy * dy).squareRoot(), 0), 1)
                 if coverage > 0 { blend(color, x: x, y: y, weight: Float(coverage)) }

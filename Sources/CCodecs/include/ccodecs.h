@@ -60,7 +60,8 @@ int fa_png_encode(const uint8_t *pixels, uint32_t width, uint32_t height, uint32
 
 /* JPEG -> RGB8 (gray, YCbCr, CMYK and Adobe-inverted CMYK/YCCK converted). The header is
  * read first and the pixel limit checked before jpeg_start_decompress. A premature end of
- * data is an error (FA_ERR_TRUNCATED), not a grey fill. 12-bit files: FA_ERR_UNSUPPORTED. */
+ * data is an error (FA_ERR_TRUNCATED), not a grey fill (policy in jpeg_guard.c).
+ * 12-bit files: FA_ERR_UNSUPPORTED. */
 int fa_jpeg_decode(const uint8_t *data, size_t size, uint64_t max_pixels,
                    fa_decoded *out, char *msg, size_t msg_capacity);
 
