@@ -72,8 +72,9 @@ extension Tensor {
                         e.withUnsafeMutableBufferPointer { q in fa_exp(q.baseAddress!, q.baseAddress!, n) }
                         var s: Float = 0
                         for j in 0..<n { s += e[j] }
-                        let lse = m + Foundation.log(s)
-                        for j in 0..<n { row[j] -= lse }
+                        // (x − max) − log Σ, in that order: x − (max + log Σ) would round at max's ulp.
+                        let ls = Foundation.log(s)
+                        for j in 0..<n { row[j] = (row[j] - m) - ls }
                     }
                 }
                 return
@@ -94,10 +95,11 @@ extension Tensor {
                     e.withUnsafeMutableBufferPointer { q in fa_exp(q.baseAddress!, q.baseAddress!, width) }
                     for j in 0..<width { s[j] += e[j] }
                 }
-                for j in 0..<width { s[j] = m[j] + Foundation.log(s[j]) }
+                // An all −inf column has Σ = 0: keep it −inf rather than −inf − (−inf) = NaN.
+                for j in 0..<width { s[j] = s[j] == 0 ? 0 : Foundation.log(s[j]) }
                 for r in 0..<n {
                     let row = base + r * inner
-                    for j in 0..<width { row[j] -= s[j] }
+                    for j in 0..<width { row[j] = (row[j] - m[j]) - s[j] }
                 }
             }
         }
