@@ -8,7 +8,7 @@ import Foundation
 import TensorCore
 
 enum BenchOp: String, CaseIterable, ExpressibleByArgument {
-    case gemm, softmax, attention
+    case gemm, conv2d, softmax, attention
 
     struct Result {
         var json: [String: Any]
@@ -50,6 +50,22 @@ enum BenchOp: String, CaseIterable, ExpressibleByArgument {
                                  "threads": Threads.count],
                           text: String(format: "gemm 1024³: Tensor.matmul %.2f ms (%.1f GFLOP/s), raw cblas_sgemm %.2f ms → wrapper at %.1f%% of raw",
                                        wrapped, gf / (wrapped / 1e3), raw, 100 * raw / wrapped))
+        case .conv2d:
+            // 3×3, 256 → 256 channels, padding 1, on 1×256×64×64 (im2col + one GEMM).
+            let x = Tensor.randomNormal([1, 256, 64, 64], generator: &g)
+            let w = Tensor.randomNormal([256, 256, 3, 3], std: 0.02, generator: &g)
+            let b = Tensor.randomNormal([256], generator: &g)
+            let base = MemoryStats.liveBytes
+            MemoryStats.resetPeak()
+            let ms = Self.median(minTime: minTime, repeats: repeats) {
+                _ = try? TensorCore.conv2d(x, weight: w, bias: b, padding: (1, 1))
+            }
+            let peak = Double(MemoryStats.peakBytes - base) / 1_048_576
+            let gf = 2 * 256.0 * 256 * 9 * 64 * 64 / 1e9
+            return Result(json: ["op": "conv2d", "shape": "1x256x64x64, 3x3, 256->256", "median_ms": ms,
+                                 "gflops": gf / (ms / 1e3), "peak_mib": peak, "threads": Threads.count],
+                          text: String(format: "conv2d 3×3 256→256 on 1×256×64×64: %.2f ms, %.1f GFLOP/s, +%.1f MiB tensors",
+                                       ms, gf / (ms / 1e3), peak))
         case .softmax:
             let n = 4096
             let x = Tensor.randomNormal([n, n], generator: &g)
