@@ -73,7 +73,14 @@ __attribute__((target("avx2,fma")))
 static void exp_avx2(const float *x, float *y, size_t n) {
     size_t i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, exp256(_mm256_loadu_ps(x + i)));
-    for (; i < n; i++) y[i] = expf(x[i]);
+    if (i < n) {
+        /* The tail goes through the same vector code (padded), so an element's result never
+           depends on its position in the array. */
+        float t[8] = {0};
+        for (size_t k = 0; k < n - i; k++) t[k] = x[i + k];
+        _mm256_storeu_ps(t, exp256(_mm256_loadu_ps(t)));
+        for (size_t k = 0; k < n - i; k++) y[i + k] = t[k];
+    }
 }
 
 __attribute__((target("avx2,fma")))
@@ -97,9 +104,18 @@ static float exp_shift_sum_avx2(float *x, size_t n, float scale, float mx) {
         _mm256_storeu_ps(x + i, e);
         acc = _mm256_add_ps(acc, e);
     }
+    if (i < n) {
+        /* Tail through the same vector exp (padded lanes masked out of the sum). */
+        float t[8];
+        size_t r = n - i;
+        for (size_t k = 0; k < 8; k++) t[k] = k < r ? fmaf(x[i + k], scale, -mx) : -INFINITY;
+        __m256 e = exp256(_mm256_loadu_ps(t));
+        _mm256_storeu_ps(t, e);
+        for (size_t k = 0; k < r; k++) x[i + k] = t[k];
+        acc = _mm256_add_ps(acc, e);
+    }
     float t[8]; _mm256_storeu_ps(t, acc);
     float s = ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
-    for (; i < n; i++) { float e = expf(x[i] * scale - mx); x[i] = e; s += e; }
     return s;
 }
 
