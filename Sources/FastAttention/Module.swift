@@ -141,6 +141,8 @@ public protocol AttentionModule: AnyObject {
 
 extension AttentionModule {
     public var info: ModuleInfo { Self.info }
+    /// Attention heads a per-query map can be asked for (`MapQuery.head`); 1 unless a module says.
+    public var mapHeads: Int { 1 }
 }
 
 /// Checks an N×C×H×W input for a spatial module.

@@ -57,6 +57,16 @@ enum InputFile {
         }
     }
 
+    /// Backbone features for a photo: a 1×C×H×W (or C×H×W) tensor.
+    static func featureMap(_ path: String, module: String) throws -> Tensor {
+        let t = try tensor(path)
+        if t.rank == 3 { return t.reshaped([1] + t.shape) }
+        guard t.rank == 4, t.shape[0] == 1 else {
+            throw InputError.rank(path: path, shape: t.shape, module: module, kind: "1×C×H×W feature maps")
+        }
+        return t
+    }
+
     static func weights(_ path: String) throws -> StateDict {
         guard FileManager.default.fileExists(atPath: path) else { throw InputError.missing(path) }
         return try SafeTensors.read(contentsOf: URL(fileURLWithPath: path))
