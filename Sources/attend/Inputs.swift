@@ -12,6 +12,7 @@ enum InputError: Error, CustomStringConvertible {
     case ambiguous(path: String, keys: [String])
     case noKey(path: String, key: String, keys: [String])
     case rank(path: String, shape: [Int], module: String, kind: String)
+    case cannotWrite(path: String, reason: String)
 
     var description: String {
         switch self {
@@ -24,6 +25,8 @@ enum InputError: Error, CustomStringConvertible {
             return "\(p): no tensor '\(k)' (it has: \(keys.prefix(8).joined(separator: ", ")))"
         case let .rank(p, s, m, kind):
             return "\(p): shape \(Shape.format(s)) does not fit \(m), which takes \(kind)"
+        case let .cannotWrite(p, reason):
+            return "\(p): cannot write: \(reason)"
         }
     }
 }

@@ -1,0 +1,73 @@
+// Progress on stderr for long work: a bar redrawn in place on a terminal, nothing when piped
+// (logs stay clean), and a one-line summary at the end either way.
+
+import Foundation
+
+final class Progress {
+    let total: Int
+    let title: String
+    private(set) var done = 0
+    private let tty: Bool
+    private let start = Date()
+    private var lastDraw = Date.distantPast
+
+    init(total: Int, title: String, quiet: Bool = false) {
+        self.total = total
+        self.title = title
+        tty = !quiet && isatty(STDERR_FILENO) == 1 && ProcessInfo.processInfo.environment["TERM"] != "dumb"
+    }
+
+    /// Marks one item finished (`what` names it on the bar).
+    func step(_ what: String) {
+        done += 1
+        guard tty else { return }
+        let now = Date()
+        if done < total && now.timeIntervalSince(lastDraw) < 0.1 { return }
+        lastDraw = now
+        let width = 28, filled = total > 0 ? width * done / total : width
+        let elapsed = now.timeIntervalSince(start)
+        let eta = done > 0 && done < total ? String(format: " eta %.0fs", elapsed / Double(done) * Double(total - done)) : ""
+        let bar = String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled)
+        let line = "\r\(title) \(bar) \(done)/\(total)\(eta) \(what.prefix(40))"
+        FileHandle.standardError.write(Data((line + "\u{1B}[K").utf8))
+    }
+
+    /// Ends the bar and prints a summary line.
+    func finish(_ summary: String) {
+        if tty { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+        let s = String(format: "%@: %@ (%.1f s)\n", title, summary, Date().timeIntervalSince(start))
+        FileHandle.standardError.write(Data(s.utf8))
+    }
+}
+
+/// Writes text atomically: a temporary file beside the target, renamed on success.
+func writeAtomically(_ text: String, to path: String) throws {
+    let url = URL(fileURLWithPath: path)
+    let tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).\(getpid()).tmp")
+    do {
+        try Data(text.utf8).write(to: tmp)
+        // rename(2) replaces the target atomically on the same file system.
+        guard rename(tmp.path, url.path) == 0 else {
+            throw InputError.cannotWrite(path: path, reason: String(cString: strerror(errno)))
+        }
+    } catch let e as InputError {
+        try? FileManager.default.removeItem(at: tmp)
+        throw e
+    } catch {
+        try? FileManager.default.removeItem(at: tmp)
+        throw InputError.cannotWrite(path: path, reason: error.localizedDescription)
+    }
+}
+
+/// All image files in a folder (PNG/JPEG by extension), sorted by name.
+func imageFiles(in dir: String) throws -> [String] {
+    var isDir: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else {
+        throw InputError.missing(dir)
+    }
+    let exts: Set<String> = ["png", "jpg", "jpeg"]
+    return try FileManager.default.contentsOfDirectory(atPath: dir)
+        .filter { exts.contains(($0 as NSString).pathExtension.lowercased()) && !$0.hasPrefix(".") }
+        .sorted()
+        .map { (dir as NSString).appendingPathComponent($0) }
+}
