@@ -42,6 +42,7 @@ struct Batch: ParsableCommand {
     @Option(help: "Feature grid for image inputs.") var grid = 48
     @Option(help: "Seed for untrained weights and random draws.") var seed: UInt64 = 0
     @Option(help: "Largest image accepted, in pixels.") var maxPixels = 100_000_000
+    @Option(help: "Refuse O(N²) modules when N² exceeds this (N = positions).") var maxAttention = AttentionGuard.defaultLimit
     @Flag(help: "List what this shard would do (inputs, skips, estimated work) and stop.") var dryRun = false
     @Flag(help: "No progress bar.") var quiet = false
 
@@ -136,6 +137,7 @@ struct Batch: ParsableCommand {
                     photo = img
                     x = ImageStem().features(img, grid: grid)
                 }
+                try AttentionGuard.check(try Registry.type(id: module).info, inputShape: x.shape, limit: maxAttention)
                 let m = try Registry.make(id: module, settings: settings, inputShape: x.shape, weights: sd, seed: seed)
                 let y = try m.apply(x)
                 if maps, let photo, x.rank == 4, frac.count == 2 {

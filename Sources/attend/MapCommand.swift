@@ -49,6 +49,7 @@ struct MapCommand: ParsableCommand {
     @Option(help: "Backbone features (.npy/.safetensors, 1×C×H×W) instead of the image stem.") var features: String?
     @Option(help: "Seed for untrained weights and random draws.") var seed: UInt64 = 0
     @Option(help: "Largest image accepted, in pixels.") var maxPixels = 100_000_000
+    @Option(help: "Refuse O(N²) modules when N² exceeds this (N = positions).") var maxAttention = AttentionGuard.defaultLimit
 
     func validate() throws {
         if !(4...512).contains(grid) { throw ValidationError("--grid must be in 4...512") }
@@ -68,6 +69,7 @@ struct MapCommand: ParsableCommand {
         let photo = try InputFile.image(image, maxPixels: maxPixels).toRGB()
         let x = try features.map { try InputFile.featureMap($0, module: module) } ?? ImageStem().features(photo, grid: grid)
         let (gh, gw) = (x.shape[2], x.shape[3])
+        try AttentionGuard.check(try Registry.type(id: module).info, inputShape: x.shape, limit: maxAttention)
         let m = try Registry.make(id: module, settings: try Config.settings(from: settings), inputShape: x.shape,
                                   weights: try weights.map(InputFile.weights), seed: seed)
         let points = query.isEmpty ? [(x: photo.width / 2, y: photo.height / 2)] : query.map { parsePoint($0)! }

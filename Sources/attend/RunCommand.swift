@@ -32,6 +32,7 @@ struct Run: ParsableCommand {
     @Option(help: "Feature grid (long side) when the input is an image.") var grid = 48
     @Option(help: "Largest image accepted, in pixels.") var maxPixels = 100_000_000
     @Option(help: "Threads (default: all cores).") var threads: Int?
+    @Option(help: "Refuse O(N²) modules when N² exceeds this (N = positions).") var maxAttention = AttentionGuard.defaultLimit
 
     func validate() throws {
         if let t = threads, t < 1 { throw ValidationError("--threads must be ≥ 1") }
@@ -49,6 +50,7 @@ struct Run: ParsableCommand {
             x = ImageStem().features(image, grid: grid)
         }
         try checkRank(x, for: t)
+        try AttentionGuard.check(t.info, inputShape: x.shape, limit: maxAttention)
         let sd = try weights.map(InputFile.weights)
         let m = try Registry.make(id: module, settings: try Config.settings(from: settings), inputShape: x.shape,
                                   weights: sd, seed: seed)
