@@ -8,6 +8,8 @@ public enum Registry {
         NonLocal2d.self,
         CBAM.self,
         GlobalContextBlock.self,
+        EfficientAttention.self,
+        FastAttModule.self,
 
     ]
 
