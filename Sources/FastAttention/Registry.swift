@@ -10,6 +10,8 @@ public enum Registry {
         GlobalContextBlock.self,
         EfficientAttention.self,
         FastAttModule.self,
+        InterlacedSparseAttention.self,
+        AxialAttention.self,
 
     ]
 
