@@ -12,6 +12,8 @@ public enum Registry {
         FastAttModule.self,
         InterlacedSparseAttention.self,
         AxialAttention.self,
+        TensorLowRankReconstruction.self,
+        FracTAL.self,
 
     ]
 

@@ -1,0 +1,243 @@
+// FracTAL — the fractal Tanimoto attention layer.
+// Diakogiannis, Waldner, Caccetta, "Looking for change? Roll the Dice and demand Attention",
+// Remote Sensing 2021. https://arxiv.org/abs/2009.02062
+// Reference matched: feevos/ceecnet (commit 9dc76f8) nn/layers/attention.py `FTAttention2D` and
+// nn/layers/ftnmt.py `FTanimoto` (MXNet Gluon), read in full, through the PyTorch
+// transliteration in Tools/reference/fractal_tanimoto.py.
+
+import Foundation
+import TensorCore
+
+/// FracTAL: spatial and channel attention from the fractal Tanimoto similarity of a query and a
+/// key feature map, applied to a value map. Linear in pixels and channels.
+///
+/// Matches ceecnet's `FTAttention2D(nkeys, kernel_size=3, padding=1, nheads=1, norm='BatchNorm',
+/// ftdepth=5)` in inference mode, i.e. `RelFTAttention2D(x, x, x)`:
+/// q, k, v = σ(BN(conv(x))) (bias-free k×k convs, `nheads` groups), then
+/// y = BN(½·(FT_HW(q, k) ⊙ v + FT_C(q, k) ⊙ v)).
+///
+/// - Input N×C×H×W (C divisible by `nheads`), output N×nkeys×H′×W′ (H′ = H + 2·padding −
+///   kernel_size + 1; equal to H for the default 3/1).
+/// - Fractal Tanimoto with complement over an axis set A, depth D, ε = 1e-5:
+///   T(p, l) = (⟨p,l⟩ + ε)·(1/D)·Σ_{d<D} 1 / (2ᵈ(⟨p,p⟩ + ⟨l,l⟩) − (2ᵈ⁺¹ − 1)⟨p,l⟩ + ε),
+///   FT(p, l) = ½·(T(p, l) + T(1 − p, 1 − l)). It is 1 for p = l, symmetric, and in [0, 1]
+///   for non-negative p, l (the sigmoid outputs it is used on).
+/// - Map (global): the spatial similarity FT over channels at each pixel, 1×H′×W′ in [0, 1] —
+///   where the query and key features of the same pixel agree. The channel similarity (FT over
+///   H′×W′ per channel, nkeys values) is `similarities(_:)`'s second result, and its mean and
+///   range are printed in the map's label. Cost O(nkeys·H′·W′) beside the convs.
+/// - Cost: O(H·W·(C·nkeys·k²/nheads + nkeys·D)): the convs dominate, all linear in pixels.
+///
+/// Quirks of the reference:
+/// - Gluon infers the input channels; here the input tells them (`nkeys` defaults to them too).
+/// - `ftdepth = 0` means one term with scale 1 (not zero terms); ε sits in numerator and every
+///   denominator; the complement term uses 1 − p, 1 − l.
+/// - The spatial similarity sums over all channels, ignoring `nheads` (heads only group convs).
+/// - The final BatchNorm acts on the attended values; MXNet BN ε = 1e-5, running statistics.
+/// - The similarity is between q and k at the *same* position, so the usual similarity
+///   initialisation (W_k = W_q) would make both similarities identically 1: untrained weights
+///   here are independent PyTorch-default draws for the three convs, BN at identity.
+///
+/// Keys (Gluon block names, PyTorch names inside each layer, conventions.md):
+/// `att.{query,key,value}.conv2d.weight` (nkeys×C/nheads×k×k),
+/// `att.{query,key,value}.norm_layer.{weight,bias,running_mean,running_var}` (nkeys),
+/// `att.norm.{weight,bias,running_mean,running_var}` (nkeys); `num_batches_tracked` accepted.
+public final class FracTAL: AttentionModule {
+    public static let info = ModuleInfo(
+        id: "fractal-tanimoto", title: "Looking for change? Roll the Dice and demand Attention (FracTAL)",
+        arxiv: "2009.02062", year: 2020, complexity: "O(H W D)", complexityExponent: 1, kind: .spatial,
+        causal: false, reference: "feevos/ceecnet FTAttention2D (MXNet Gluon, 9dc76f8) via a PyTorch transliteration",
+        mapKind: .global,
+        mapDescription: "spatial fractal Tanimoto similarity of query and key features at each pixel (over channels, in [0,1]); the label gives the channel similarity's mean and range",
+        notes: ["q, k, v = sigmoid(BN(conv k×k, no bias, nheads groups)); output BN(0.5·(att_chan·v + att_spat·v))",
+                "FTanimoto: d = 0..ftdepth-1 terms scaled 1/ftdepth (ftdepth=0: one term, scale 1), eps 1e-5 in numerator and denominators, averaged with the complements 1-q, 1-k",
+                "output has nkeys channels and H+2·padding-kernel_size+1 rows (same size for 3/1)",
+                "untrained: independent PyTorch-default conv weights (W_k = W_q would make every similarity 1)"])
+
+    public static let configSchema: [ConfigKey] = [
+        ConfigKey("nkeys", .int(1...65536), default: .none, "channels of q, k, v and the output (default: the input's)"),
+        ConfigKey("kernel_size", .int(1...31), default: .int(3), "kernel of the q, k, v convolutions"),
+        ConfigKey("padding", .int(0...15), default: .int(1), "zero padding of the q, k, v convolutions"),
+        ConfigKey("nheads", .int(1...4096), default: .int(1), "groups of the q, k, v convolutions"),
+        ConfigKey("ftdepth", .int(0...30), default: .int(5), "depth D of the fractal Tanimoto similarity"),
+        ConfigKey("norm", .choice(["BatchNorm"]), default: .string("BatchNorm"), "normalisation (BatchNorm only)"),
+        ConfigKey("norm_groups", .int(1...65536), default: .none, "GroupNorm groups (unsupported: must stay None)"),
+    ]
+
+    /// ceecnet's `smooth`.
+    static let smooth: Double = 1e-5
+
+    public let config: Config
+    let inChannels: Int, nkeys: Int, depth: Int
+    let query: (conv: Conv2d, norm: BatchNorm2d)
+    let key: (conv: Conv2d, norm: BatchNorm2d)
+    let value: (conv: Conv2d, norm: BatchNorm2d)
+    let norm: BatchNorm2d
+
+    public var expectedInput: String { "N×\(inChannels)×H×W" }
+
+    public init(config: Config, inputShape: [Int], parameters p: Parameters) throws {
+        let id = Self.info.id
+        guard inputShape.count == 4 else { throw ModuleError.badInput(module: id, expected: "N×C×H×W", found: inputShape) }
+        var config = config
+        if !config.isSet("nkeys") { try config.resolveChannels("nkeys", from: inputShape[1]) }
+        self.config = config
+        guard !config.isSet("norm_groups") else {
+            throw ModuleError.unsupported(module: id, message: "norm_groups is only used by GroupNorm; norm=BatchNorm takes none")
+        }
+        inChannels = inputShape[1]
+        nkeys = config.int("nkeys")
+        let heads = config.int("nheads"), k = config.int("kernel_size"), pad = config.int("padding")
+        guard inChannels % heads == 0, nkeys % heads == 0 else {
+            throw ConfigError.inconsistent(module: id,
+                message: "nheads=\(heads) must divide the input channels (\(inChannels)) and nkeys (\(nkeys))")
+        }
+        depth = config.int("ftdepth")
+        let att = p.scoped("att"), cin = inChannels, cout = nkeys
+        func convNormed(_ name: String) throws -> (Conv2d, BatchNorm2d) {
+            let s = att.scoped(name)
+            return (try Conv2d(s.scoped("conv2d"), inChannels: cin, outChannels: cout, kernelSize: k,
+                               padding: pad, groups: heads, bias: false),
+                    BatchNorm2d(s.scoped("norm_layer"), numFeatures: cout))
+        }
+        query = try convNormed("query")
+        key = try convNormed("key")
+        value = try convNormed("value")
+        norm = BatchNorm2d(att.scoped("norm"), numFeatures: nkeys)
+    }
+
+    /// σ(BN(conv(x))): N×C×H×W → N×nkeys×H′×W′.
+    func branch(_ b: (conv: Conv2d, norm: BatchNorm2d), _ x: Tensor) throws -> Tensor {
+        try b.norm(try b.conv(x)).sigmoid()
+    }
+
+    func checked(_ x: Tensor) throws -> Tensor {
+        _ = try checkMap(x, channels: inChannels, module: Self.info.id)
+        let k = config.int("kernel_size"), pad = config.int("padding")
+        guard x.shape[2] + 2 * pad >= k, x.shape[3] + 2 * pad >= k else {
+            throw ModuleError.badInput(module: Self.info.id,
+                                       expected: "N×\(inChannels)×H×W with H, W ≥ \(k - 2 * pad) (kernel \(k), padding \(pad))",
+                                       found: x.shape)
+        }
+        return x
+    }
+
+    public func callAsFunction(_ x: Tensor) throws -> Tensor {
+        let x = try checked(x)
+        let q = try branch(query, x), k = try branch(key, x)
+        var v = try branch(value, x)                                  // N, K, H′, W′
+        let (spatial, channel) = Self.similarities(q, k, depth: depth)
+        let n = v.shape[0], c = v.shape[1], l = v.shape[2] * v.shape[3]
+        v.withUnsafeMutableBufferPointer { vp in
+            spatial.withUnsafeBufferPointer { sp in
+                channel.withUnsafeBufferPointer { cp in
+                    for b in 0..<n {
+                        for ch in 0..<c {
+                            let row = vp.baseAddress! + (b * c + ch) * l, s = sp.baseAddress! + b * l
+                            let ac = cp[b * c + ch]
+                            // ½·(att_chan·v + att_spat·v), in the reference's order.
+                            for i in 0..<l { row[i] = 0.5 * (ac * row[i] + s[i] * row[i]) }
+                        }
+                    }
+                }
+            }
+        }
+        return try norm(v)                                            // N, K, H′, W′
+    }
+
+    /// The spatial (N×1×H′×W′) and channel (N×nkeys×1×1) fractal Tanimoto similarities of the
+    /// module's query and key maps on `x`.
+    public func similarities(_ x: Tensor) throws -> (spatial: Tensor, channel: Tensor) {
+        let x = try checked(x)
+        return Self.similarities(try branch(query, x), try branch(key, x), depth: depth)
+    }
+
+    /// FT(q, k) over channels (→ N×1×H×W) and over H×W (→ N×C×1×1) for N×C×H×W maps, in one
+    /// pass each over the five inner products of p, l and their complements.
+    static func similarities(_ q: Tensor, _ k: Tensor, depth: Int) -> (spatial: Tensor, channel: Tensor) {
+        let n = q.shape[0], c = q.shape[1], h = q.shape[2], w = q.shape[3], l = h * w
+        var spatial = Tensor(uninitialized: [n, 1, h, w]), channel = Tensor(uninitialized: [n, c, 1, 1])
+        q.withUnsafeBufferPointer { qp in
+            k.withUnsafeBufferPointer { kp in
+                spatial.withUnsafeMutableBufferPointer { sp in
+                    channel.withUnsafeMutableBufferPointer { cp in
+                        // Per pixel sums over channels: channel-outer, pixel-inner (contiguous).
+                        var acc = [Double](repeating: 0, count: 6 * l)
+                        for b in 0..<n {
+                            for j in acc.indices { acc[j] = 0 }
+                            for ch in 0..<c {
+                                let base = (b * c + ch) * l
+                                for i in 0..<l {
+                                    let p = Double(qp[base + i]), t = Double(kp[base + i])
+                                    let pc = 1 - p, tc = 1 - t
+                                    acc[i] += p * t; acc[l + i] += p * p; acc[2 * l + i] += t * t
+                                    acc[3 * l + i] += pc * tc; acc[4 * l + i] += pc * pc; acc[5 * l + i] += tc * tc
+                                }
+                            }
+                            for i in 0..<l {
+                                sp[b * l + i] = Float(complemented(acc[i], acc[l + i], acc[2 * l + i],
+                                                                   acc[3 * l + i], acc[4 * l + i], acc[5 * l + i], depth))
+                            }
+                        }
+                        // Per channel sums over H×W.
+                        for r in 0..<(n * c) {
+                            var s = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+                            let base = r * l
+                            for i in 0..<l {
+                                let p = Double(qp[base + i]), t = Double(kp[base + i])
+                                let pc = 1 - p, tc = 1 - t
+                                s.0 += p * t; s.1 += p * p; s.2 += t * t
+                                s.3 += pc * tc; s.4 += pc * pc; s.5 += tc * tc
+                            }
+                            cp[r] = Float(complemented(s.0, s.1, s.2, s.3, s.4, s.5, depth))
+                        }
+                    }
+                }
+            }
+        }
+        return (spatial, channel)
+    }
+
+    /// ½·(T(p, l) + T(1 − p, 1 − l)) from the inner products ⟨p,l⟩, ⟨p,p⟩, ⟨l,l⟩ and those of the
+    /// complements.
+    @inline(__always)
+    static func complemented(_ pl: Double, _ pp: Double, _ ll: Double,
+                             _ cpl: Double, _ cpp: Double, _ cll: Double, _ depth: Int) -> Double {
+        0.5 * (tanimoto(pl: pl, pp: pp, ll: ll, depth: depth) + tanimoto(pl: cpl, pp: cpp, ll: cll, depth: depth))
+    }
+
+    /// The fractal Tanimoto T_D from inner products (ceecnet's `tnmt_base`).
+    @inline(__always)
+    static func tanimoto(pl: Double, pp: Double, ll: Double, depth: Int) -> Double {
+        let terms = depth == 0 ? 1 : depth, scale = depth == 0 ? 1 : 1 / Double(depth)
+        var den = 0.0, a = 1.0
+        for _ in 0..<terms {
+            den += 1 / (a * (pp + ll) - (2 * a - 1) * pl + smooth)
+            a *= 2
+        }
+        return (pl + smooth) * den * scale
+    }
+
+    /// The fractal Tanimoto similarity with complement of two equally long vectors (the whole
+    /// vector is the axis set), for tests and users who want the metric alone.
+    public static func fractalTanimoto(_ p: [Float], _ l: [Float], depth: Int = 5) -> Double {
+        precondition(p.count == l.count)
+        var s = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        for i in p.indices {
+            let a = Double(p[i]), b = Double(l[i])
+            s.0 += a * b; s.1 += a * a; s.2 += b * b
+            s.3 += (1 - a) * (1 - b); s.4 += (1 - a) * (1 - a); s.5 += (1 - b) * (1 - b)
+        }
+        return complemented(s.0, s.1, s.2, s.3, s.4, s.5, depth)
+    }
+
+    public func attentionMap(_ x: Tensor, query: MapQuery) throws -> AttentionMap {
+        let (spatial, channel) = try similarities(x.batchItem(0))   // 1, 1, H′, W′ ; 1, K, 1, 1
+        let cs = channel.scalars
+        let mean = cs.reduce(0, +) / Float(max(cs.count, 1))
+        let label = String(format: "spatial similarity (channel similarity mean %.3f, %.3f-%.3f)",
+                           mean, cs.min() ?? 0, cs.max() ?? 0)
+        return AttentionMap(kind: .global, values: spatial.reshaped([1, spatial.shape[2], spatial.shape[3]]),
+                            labels: [label])
+    }
+}
