@@ -131,3 +131,61 @@ final class KernelizedAttentionTests: XCTestCase {
         XCTAssertEqual(Array(a.scalars[..<(9 * heads * dv)]), Array(b.scalars[..<(9 * heads * dv)]))
     }
 }
+
+// MARK: - Checks shared by the kernelised sequence modules' tests
+
+/// Parity with a fixture: output and (when present) the map, both within `rtol`.
+func checkFixture(_ name: String, rtol: Float = 1e-4, file: StaticString = #filePath, line: UInt = #line) throws {
+    let f = try Fixture.load(name)
+    let m = try f.makeModule()
+    let y = try m(f.input)
+    assertClose(y, f.output, rtol: rtol, name, file: file, line: line)
+    print("\(name): output max relative error \(maxRelativeError(y, f.output))")
+    if let expected = f.map, let q = f.mapQuery {
+        let map = try m.attentionMap(f.input, query: q)
+        XCTAssertEqual(map.kind, .perQuery, file: file, line: line)
+        assertClose(map.values, expected, rtol: rtol, "\(name) map", file: file, line: line)
+        print("\(name): map max relative error \(maxRelativeError(map.values, expected))")
+    }
+}
+
+/// Outputs at positions < `at` are unchanged (≤ 1e-6 relative) when every input from `at` on
+/// changes.
+func checkCausal(_ m: any AttentionModule, _ x: Tensor, at: Int, file: StaticString = #filePath, line: UInt = #line) throws {
+    let (n, l, c) = (x.shape[0], x.shape[1], x.shape[2])
+    let y = try m(x)
+    let x2 = x + Naive.tensor(shape: x.shape) { $0[1] >= at ? Float($0[2] % 3) - 0.7 : 0 }
+    let y2 = try m(x2)
+    let c2 = y.shape[2]
+    let before = { (t: Tensor) in Tensor(shape: [n, at, c2], scalars: (0..<n).flatMap { b in t.scalars[(b * l * c2)..<((b * l + at) * c2)] }) }
+    assertClose(before(y2), before(y), rtol: 1e-6, "the past changed", file: file, line: line)
+    XCTAssertGreaterThan(maxRelativeError(y2, y), 1e-3, "the future did not change", file: file, line: line)
+    _ = c
+}
+
+/// Strict loading names a missing, an unexpected and a mis-shaped key.
+func checkStrictLoading(_ name: String, drop: String, reshape: String, file: StaticString = #filePath, line: UInt = #line) throws {
+    let f = try Fixture.load(name)
+    var sd = f.stateDict
+    sd.tensors[drop] = nil
+    sd.tensors["extra.weight"] = Tensor(zeros: [1])
+    sd.tensors[reshape] = Tensor(zeros: [3])
+    XCTAssertThrowsError(try Registry.make(id: f.module, settings: f.settings, inputShape: f.input.shape, weights: sd),
+                         file: file, line: line) { error in
+        let text = String(describing: error)
+        XCTAssertTrue(text.contains("missing keys: \(drop)"), text, file: file, line: line)
+        XCTAssertTrue(text.contains("unexpected keys: extra.weight"), text, file: file, line: line)
+        XCTAssertTrue(text.contains("size mismatch for \(reshape)"), text, file: file, line: line)
+    }
+}
+
+/// Wrong channels and rank are clear errors naming the module; so is an out-of-range query.
+func checkBadInputs(_ id: String, channels: Int, file: StaticString = #filePath, line: UInt = #line) throws {
+    let m = try Registry.make(id: id, inputShape: [1, 5, channels])
+    XCTAssertThrowsError(try m(Tensor(zeros: [1, 5, channels + 1])), file: file, line: line) { e in
+        XCTAssertEqual(String(describing: e), "\(id): expected input N×L×\(channels), found 1×5×\(channels + 1)", file: file, line: line)
+    }
+    XCTAssertThrowsError(try m(Tensor(zeros: [5, channels])), file: file, line: line)
+    XCTAssertThrowsError(try m.attentionMap(Tensor(zeros: [1, 5, channels]), query: MapQuery(row: 0, column: 5)), file: file, line: line)
+    XCTAssertThrowsError(try Registry.make(id: id, settings: ["no_such_key": "1"], inputShape: [1, 5, channels]), file: file, line: line)
+}

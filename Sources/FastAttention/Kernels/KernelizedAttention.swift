@@ -287,3 +287,46 @@ extension KernelizedAttention {
         }
     }
 }
+
+// MARK: - Helpers the kernelised sequence modules share
+
+extension KernelizedAttention {
+    /// N×L×(H·d) → N×H×L×d (heads as contiguous channel slices, as every reference splits them).
+    static func splitHeads(_ x: Tensor, heads: Int) -> Tensor {
+        let (n, l, c) = (x.shape[0], x.shape[1], x.shape[2])
+        return x.reshaped([n, l, heads, c / heads]).permuted([0, 2, 1, 3])   // N, H, L, d
+    }
+
+    /// Checks N×L×C tokens (N, L ≥ 1).
+    static func checkTokens(_ x: Tensor, channels: Int, module: String) throws {
+        guard x.rank == 3, x.shape[2] == channels, x.shape[0] > 0, x.shape[1] > 0 else {
+            throw ModuleError.badInput(module: module, expected: "N×L×\(channels)", found: x.shape)
+        }
+    }
+
+    /// The token position of a sequence module's map query (SequenceOnMap.swift: row 0, the
+    /// position in `column`), and a head in range.
+    static func checkQuery(_ query: MapQuery, length: Int, heads: Int, module: String) throws -> Int {
+        guard query.row == 0, (0..<length).contains(query.column) else {
+            throw ModuleError.badQuery(module: module,
+                                       message: "query position \(query.column) (row \(query.row)) is outside the \(length) tokens")
+        }
+        if let h = query.head, !(0..<heads).contains(h) {
+            throw ModuleError.badQuery(module: module, message: "head \(h) is outside 0..<\(heads)")
+        }
+        return query.column
+    }
+
+    /// A per-query map 1×1×L: head `head`'s weights, or the mean over heads when nil.
+    static func headMap(heads: Int, length l: Int, head: Int?, label: String = "implicit weights",
+                        _ weights: (Int) -> [Float]) -> AttentionMap {
+        var w = [Float](repeating: 0, count: l)
+        let hs = head.map { [$0] } ?? Array(0..<heads)
+        for h in hs {
+            let row = weights(h)
+            for j in 0..<l { w[j] += row[j] / Float(hs.count) }
+        }
+        return AttentionMap(kind: .perQuery, values: Tensor(shape: [1, 1, l], scalars: w),
+                            labels: [head.map { "\(label), head \($0)" } ?? "\(label), mean of \(heads) heads"])
+    }
+}
