@@ -14,6 +14,8 @@ public enum Registry {
         AxialAttention.self,
         TensorLowRankReconstruction.self,
         FracTAL.self,
+        LinearTransformerAttention.self,
+        PerformerAttention.self,
 
     ]
 

@@ -1,0 +1,332 @@
+// The kernelised (linear) attention core: out = φ(Q)(φ(K)ᵀV) / (φ(Q)·Σφ(K)), never forming
+// the N×N matrix. Every kernel/linear-attention module (linear-transformer, performer,
+// performer-favor, slim-performer, random-feature, fast-weights) is a feature map plus an
+// update rule over this one core:
+//
+// - non-causal: one GEMM for S = φ(K)ᵀV (m×dv), one for φ(Q)S: O(N·m·dv);
+// - causal: chunked prefix sums — per chunk of T positions, a T×T GEMM for the
+//   lower-triangular intra-chunk part and the float32 running state S = Σφ(k)vᵀ, z = Σφ(k)
+//   for everything before the chunk: O(N·T·m + N·m·dv), memory O(T² + m·dv) per worker.
+//   An optional per-position log decay (gated RFA: S_t = g_t S_{t−1} + …) is folded into
+//   both parts exactly;
+// - recurrent: `KernelizedState`, one token at a time (decoding; the delta rule);
+// - maps: `weights(...)`, the implicit row φ(qᵢ)·φ(kⱼ)/Σ of one query in O(N·m).
+//
+// Where each reference adds its eps differs, so the normaliser is a parameter:
+// fast-transformers adds eps to the denominator, performer-pytorch's causal path adds it to
+// every component of the key prefix sum (so the denominator gains eps·Σφ(q)), its non-causal
+// path adds none, SLiM adds 1e-16 to the denominator.
+
+import Foundation
+import TensorCore
+
+/// How the numerator φ(q)ᵀS is divided by the normaliser φ(q)·z.
+public enum KernelNormaliser: Sendable, Equatable {
+    /// out = num / (φ(q)·z + eps) (fast-transformers eps 1e-6, SLiM 1e-16, performer
+    /// non-causal eps 0).
+    case denominator(eps: Float)
+    /// out = num / (φ(q)·(z + eps)) = num / (φ(q)·z + eps·Σφ(q)) (performer-pytorch causal).
+    case keySum(eps: Float)
+    /// out = num: no normalisation.
+    case none
+
+    /// The divisor for a row whose φ(q)·z is `dot` and whose features sum to `qSum`.
+    @inline(__always) func divisor(dot: Float, qSum: @autoclosure () -> Float) -> Float {
+        switch self {
+        case .denominator(let eps): return dot + eps
+        case .keySum(let eps): return dot + eps * qSum()
+        case .none: return 1
+        }
+    }
+}
+
+/// Where each (batch, head) problem writes its output rows: problem (b, h) row i is at
+/// `base + b·batchStride + h·headStride + i·ld`.
+public struct KernelizedOutput {
+    public let base: UnsafeMutablePointer<Float>
+    public let ld: Int, batchStride: Int, headStride: Int
+    public init(base: UnsafeMutablePointer<Float>, ld: Int, batchStride: Int, headStride: Int) {
+        self.base = base
+        self.ld = ld
+        self.batchStride = batchStride
+        self.headStride = headStride
+    }
+    @inline(__always) func pointer(_ b: Int, _ h: Int) -> UnsafeMutablePointer<Float> {
+        base + b * batchStride + h * headStride
+    }
+}
+
+public enum KernelizedAttention {
+    /// Positions per chunk of the causal form: the T×T intra-chunk GEMM against the m×dv
+    /// state GEMMs. 64 keeps the intra part ≈ the state part for m ≈ dv ≈ 64.
+    nonisolated(unsafe) public static var chunk = 64
+
+    /// out[b,h] = φq[b,h] (φk[b,h]ᵀ v[b,h]) / normaliser, for every batch b and head h.
+    /// φq is lq×m, φk lk×m, v lk×dv (each at its operand's strides). With `causal`
+    /// (lq == lk) row i sees keys j ≤ i through chunked prefix sums. `logDecay` (causal only)
+    /// holds log g_t per position (`ld` = position stride): the state decays as
+    /// S_t = g_t S_{t−1} + φ(k_t)v_tᵀ, i.e. key j reaches query i with weight Π_{t=j+1..i} g_t.
+    public static func forward(
+        batch: Int, heads: Int, lq: Int, lk: Int, m: Int, dv: Int,
+        q: AttentionOperand, k: AttentionOperand, v: AttentionOperand, out: KernelizedOutput,
+        normaliser: KernelNormaliser, causal: Bool = false, logDecay: AttentionOperand? = nil
+    ) {
+        precondition(!causal || lq == lk, "causal kernelised attention needs lq == lk")
+        precondition(logDecay == nil || causal, "a decay needs the causal form")
+        if lq == 0 || dv == 0 { return }
+        let problems = batch * heads, t = max(1, min(chunk, lq))
+        // One problem: let BLAS have the threads; several: one problem per worker.
+        Threads.parallelFor(problems) { range in
+            // Scratch as tensor storage, so `attend bench` counts it.
+            let size = m * dv + m + (causal ? t * t + t * m + t * dv + 3 * t : 0)
+            var scratch = Tensor(zeros: [max(size, 1)])
+            scratch.withUnsafeMutableBufferPointer { buf in
+                let s = buf.baseAddress!, z = s + m * dv
+                for p in range {
+                    let b = p / heads, h = p % heads
+                    let qp = q.pointer(b, h), kp = k.pointer(b, h), vp = v.pointer(b, h), op = out.pointer(b, h)
+                    if causal {
+                        causalProblem(l: lq, m: m, dv: dv, t: t, q: qp, ldq: q.ld, k: kp, ldk: k.ld, v: vp, ldv: v.ld,
+                                      out: op, ldo: out.ld, normaliser: normaliser,
+                                      logDecay: logDecay.map { ($0.pointer(b, h), $0.ld) }, s: s, z: z, work: z + m)
+                    } else {
+                        nonCausalProblem(lq: lq, lk: lk, m: m, dv: dv, q: qp, ldq: q.ld, k: kp, ldk: k.ld, v: vp,
+                                         ldv: v.ld, out: op, ldo: out.ld, normaliser: normaliser, s: s, z: z)
+                    }
+                }
+            }
+        }
+    }
+
+    /// S = φKᵀV, z = Σφk, out = φQ S / normaliser.
+    static func nonCausalProblem(lq: Int, lk: Int, m: Int, dv: Int, q: UnsafePointer<Float>, ldq: Int,
+                                 k: UnsafePointer<Float>, ldk: Int, v: UnsafePointer<Float>, ldv: Int,
+                                 out: UnsafeMutablePointer<Float>, ldo: Int, normaliser: KernelNormaliser,
+                                 s: UnsafeMutablePointer<Float>, z: UnsafeMutablePointer<Float>) {
+        // s (m×dv) = φKᵀ (m×lk) · V (lk×dv)
+        BLAS.gemm(transA: true, m: m, n: dv, k: lk, a: k, lda: ldk, b: v, ldb: ldv, c: s, ldc: dv)
+        z.update(repeating: 0, count: m)
+        for j in 0..<lk { let row = k + j * ldk; for c in 0..<m { z[c] += row[c] } }
+        // out (lq×dv) = φQ (lq×m) · s (m×dv)
+        BLAS.gemm(m: lq, n: dv, k: m, a: q, lda: ldq, b: s, ldb: dv, c: out, ldc: ldo)
+        if normaliser == .none { return }
+        for i in 0..<lq {
+            let qi = q + i * ldq
+            var dot: Float = 0, qs: Float = 0
+            for c in 0..<m { dot += qi[c] * z[c]; qs += qi[c] }
+            let inv = 1 / normaliser.divisor(dot: dot, qSum: qs)
+            let oi = out + i * ldo
+            for c in 0..<dv { oi[c] *= inv }
+        }
+    }
+
+    /// Chunked causal prefix sums for one problem. `work` holds t·t + t·m + t·dv + 3t floats.
+    static func causalProblem(l: Int, m: Int, dv: Int, t: Int, q: UnsafePointer<Float>, ldq: Int,
+                              k: UnsafePointer<Float>, ldk: Int, v: UnsafePointer<Float>, ldv: Int,
+                              out: UnsafeMutablePointer<Float>, ldo: Int, normaliser: KernelNormaliser,
+                              logDecay: (UnsafePointer<Float>, Int)?, s: UnsafeMutablePointer<Float>,
+                              z: UnsafeMutablePointer<Float>, work: UnsafeMutablePointer<Float>) {
+        let a = work, kw = a + t * t, tmp = kw + t * m, den = tmp + t * dv, cum = den + t, qz = cum + t
+        s.update(repeating: 0, count: m * dv)
+        z.update(repeating: 0, count: m)
+        var c0 = 0
+        while c0 < l {
+            let r = min(t, l - c0)
+            let qc = q + c0 * ldq, kc = k + c0 * ldk, vc = v + c0 * ldv, oc = out + c0 * ldo
+            // a (r×r) = φQ_c φK_cᵀ, then keep j ≤ i (with the decay Π_{j<t≤i} g_t).
+            BLAS.gemm(transB: true, m: r, n: r, k: m, a: qc, lda: ldq, b: kc, ldb: ldk, c: a, ldc: r)
+            if let (lg, stride) = logDecay {
+                var acc: Float = 0
+                for i in 0..<r { acc += lg[(c0 + i) * stride]; cum[i] = acc }
+            }
+            for i in 0..<r {
+                let row = a + i * r
+                if i + 1 < r { (row + i + 1).update(repeating: 0, count: r - i - 1) }
+                if logDecay != nil { for j in 0...i { row[j] *= Foundation.exp(cum[i] - cum[j]) } }
+                var sum: Float = 0
+                for j in 0...i { sum += row[j] }
+                den[i] = sum
+            }
+            // out_c (r×dv) = a V_c
+            BLAS.gemm(m: r, n: dv, k: r, a: a, lda: r, b: vc, ldb: ldv, c: oc, ldc: ldo)
+            if c0 > 0 {
+                // Everything before the chunk, through the state: φQ_c S and φQ_c·z.
+                BLAS.gemm(m: r, n: 1, k: m, a: qc, lda: ldq, b: z, ldb: 1, c: qz, ldc: 1)
+                if logDecay == nil {
+                    BLAS.gemm(m: r, n: dv, k: m, a: qc, lda: ldq, b: s, ldb: dv, beta: 1, c: oc, ldc: ldo)
+                    for i in 0..<r { den[i] += qz[i] }
+                } else {
+                    BLAS.gemm(m: r, n: dv, k: m, a: qc, lda: ldq, b: s, ldb: dv, c: tmp, ldc: dv)
+                    for i in 0..<r {
+                        let g = Foundation.exp(cum[i]), oi = oc + i * ldo, ti = tmp + i * dv
+                        for c in 0..<dv { oi[c] += g * ti[c] }
+                        den[i] += g * qz[i]
+                    }
+                }
+            }
+            if normaliser != .none {
+                for i in 0..<r {
+                    let qi = qc + i * ldq
+                    let inv = 1 / normaliser.divisor(dot: den[i], qSum: {
+                        var qs: Float = 0
+                        for c in 0..<m { qs += qi[c] }
+                        return qs
+                    }())
+                    let oi = oc + i * ldo
+                    for c in 0..<dv { oi[c] *= inv }
+                }
+            }
+            // State update: S ← G·S + Σ_j w_j φk_j v_jᵀ, z ← G·z + Σ_j w_j φk_j, with
+            // G = Π_chunk g and w_j = Π_{j<t≤end} g_t (1 without a decay).
+            if logDecay == nil {
+                BLAS.gemm(transA: true, m: m, n: dv, k: r, a: kc, lda: ldk, b: vc, ldb: ldv, beta: 1, c: s, ldc: dv)
+                for j in 0..<r { let row = kc + j * ldk; for c in 0..<m { z[c] += row[c] } }
+            } else {
+                let last = cum[r - 1], g = Foundation.exp(last)
+                for c in 0..<(m * dv) { s[c] *= g }
+                for c in 0..<m { z[c] *= g }
+                for j in 0..<r {
+                    let w = Foundation.exp(last - cum[j]), src = kc + j * ldk, dst = kw + j * m
+                    for c in 0..<m { dst[c] = w * src[c]; z[c] += dst[c] }
+                }
+                BLAS.gemm(transA: true, m: m, n: dv, k: r, a: kw, lda: m, b: vc, ldb: ldv, beta: 1, c: s, ldc: dv)
+            }
+            c0 += r
+        }
+    }
+
+    /// The implicit weights query φq gives keys 0..<visible (later keys get 0): row i of the
+    /// kernelised attention matrix, φq·φk_j (· Π_{j<t≤i} g_t with a decay) / normaliser, in
+    /// O(lk·m) — the output row is exactly Σ_j w_j v_j. `logDecay` (stride `decayStride`)
+    /// is indexed by position, and the query sits at position `visible − 1`.
+    public static func weights(query: UnsafePointer<Float>, keys: UnsafePointer<Float>, ldk: Int, lk: Int, m: Int,
+                               normaliser: KernelNormaliser, visible: Int? = nil,
+                               logDecay: UnsafePointer<Float>? = nil, decayStride: Int = 1) -> [Float] {
+        var w = [Float](repeating: 0, count: lk)
+        let n = min(visible ?? lk, lk)
+        if n == 0 { return w }
+        w.withUnsafeMutableBufferPointer { wp in
+            // w (1×n) = φq (1×m) · φK (n×m)ᵀ
+            BLAS.gemm(transB: true, m: 1, n: n, k: m, a: query, lda: m, b: keys, ldb: ldk, c: wp.baseAddress!, ldc: n)
+            if let lg = logDecay {
+                var acc: Float = 0                       // Σ_{j<t≤i} log g_t, from j = i down
+                for j in stride(from: n - 1, through: 0, by: -1) {
+                    wp[j] *= Foundation.exp(acc)
+                    acc += lg[j * decayStride]
+                }
+            }
+            var dot: Float = 0, qs: Float = 0
+            for j in 0..<n { dot += wp[j] }
+            for c in 0..<m { qs += query[c] }
+            let inv = 1 / normaliser.divisor(dot: dot, qSum: qs)
+            for j in 0..<n { wp[j] *= inv }
+        }
+        return w
+    }
+}
+
+// MARK: - Tensor-level entry
+
+extension KernelizedAttention {
+    /// Multi-head kernelised attention on tensors: φq N×H×Lq×m, φk N×H×Lk×m (feature-mapped
+    /// per head), v N×Lk×(H·dv) straight from a projection (heads as contiguous channel
+    /// slices), optional logDecay N×H×L → N×Lq×(H·dv). No copies: heads are read in place.
+    public static func multiHead(phiQ: Tensor, phiK: Tensor, v: Tensor, normaliser: KernelNormaliser,
+                                 causal: Bool = false, logDecay: Tensor? = nil) -> Tensor {
+        precondition(phiQ.rank == 4 && phiK.rank == 4 && v.rank == 3, "kernelised attention needs N×H×L×m features")
+        let (b, heads, lq, m) = (phiQ.shape[0], phiQ.shape[1], phiQ.shape[2], phiQ.shape[3])
+        let lk = phiK.shape[2], cv = v.shape[2]
+        precondition(phiK.shape == [b, heads, lk, m] && v.shape[0] == b && v.shape[1] == lk && cv % heads == 0)
+        precondition(logDecay == nil || logDecay!.shape == [b, heads, lq])
+        let dv = cv / heads
+        var out = Tensor(uninitialized: [b, lq, cv])
+        phiQ.withUnsafeBufferPointer { qp in
+            phiK.withUnsafeBufferPointer { kp in
+                v.withUnsafeBufferPointer { vp in
+                    out.withUnsafeMutableBufferPointer { op in
+                        let run = { (decay: AttentionOperand?) in
+                            forward(batch: b, heads: heads, lq: lq, lk: lk, m: m, dv: dv,
+                                    q: .init(base: qp.baseAddress!, ld: m, batchStride: heads * lq * m, headStride: lq * m),
+                                    k: .init(base: kp.baseAddress!, ld: m, batchStride: heads * lk * m, headStride: lk * m),
+                                    v: .init(base: vp.baseAddress!, ld: cv, batchStride: lk * cv, headStride: dv),
+                                    out: .init(base: op.baseAddress!, ld: cv, batchStride: lq * cv, headStride: dv),
+                                    normaliser: normaliser, causal: causal, logDecay: decay)
+                        }
+                        if let logDecay {
+                            logDecay.withUnsafeBufferPointer { dp in
+                                run(.init(base: dp.baseAddress!, ld: 1, batchStride: heads * lq, headStride: lq))
+                            }
+                        } else {
+                            run(nil)
+                        }
+                    }
+                }
+            }
+        }
+        return out   // N, Lq, H·dv
+    }
+
+    /// One query's implicit weights on tensors: φq, φk N×H×L×m, batch `b`, head `h`, query
+    /// position `i`; causal rows see keys ≤ i. Returns L weights.
+    public static func weights(phiQ: Tensor, phiK: Tensor, batch b: Int, head h: Int, query i: Int,
+                               normaliser: KernelNormaliser, causal: Bool, logDecay: Tensor? = nil) -> [Float] {
+        let (heads, lq, m) = (phiQ.shape[1], phiQ.shape[2], phiQ.shape[3]), lk = phiK.shape[2]
+        return phiQ.withUnsafeBufferPointer { qp in
+            phiK.withUnsafeBufferPointer { kp in
+                let qi = qp.baseAddress! + ((b * heads + h) * lq + i) * m
+                let kb = kp.baseAddress! + (b * heads + h) * lk * m
+                if let logDecay {
+                    return logDecay.withUnsafeBufferPointer { dp in
+                        weights(query: qi, keys: kb, ldk: m, lk: lk, m: m, normaliser: normaliser,
+                                visible: i + 1, logDecay: dp.baseAddress! + (b * heads + h) * lq, decayStride: 1)
+                    }
+                }
+                return weights(query: qi, keys: kb, ldk: m, lk: lk, m: m, normaliser: normaliser,
+                               visible: causal ? i + 1 : nil)
+            }
+        }
+    }
+}
+
+// MARK: - Helpers the kernelised sequence modules share
+
+extension KernelizedAttention {
+    /// N×L×(H·d) → N×H×L×d (heads as contiguous channel slices, as every reference splits them).
+    static func splitHeads(_ x: Tensor, heads: Int) -> Tensor {
+        let (n, l, c) = (x.shape[0], x.shape[1], x.shape[2])
+        return x.reshaped([n, l, heads, c / heads]).permuted([0, 2, 1, 3])   // N, H, L, d
+    }
+
+    /// Checks N×L×C tokens (N, L ≥ 1).
+    static func checkTokens(_ x: Tensor, channels: Int, module: String) throws {
+        guard x.rank == 3, x.shape[2] == channels, x.shape[0] > 0, x.shape[1] > 0 else {
+            throw ModuleError.badInput(module: module, expected: "N×L×\(channels)", found: x.shape)
+        }
+    }
+
+    /// The token position of a sequence module's map query (SequenceOnMap.swift: row 0, the
+    /// position in `column`), and a head in range.
+    static func checkQuery(_ query: MapQuery, length: Int, heads: Int, module: String) throws -> Int {
+        guard query.row == 0, (0..<length).contains(query.column) else {
+            throw ModuleError.badQuery(module: module,
+                                       message: "query position \(query.column) (row \(query.row)) is outside the \(length) tokens")
+        }
+        if let h = query.head, !(0..<heads).contains(h) {
+            throw ModuleError.badQuery(module: module, message: "head \(h) is outside 0..<\(heads)")
+        }
+        return query.column
+    }
+
+    /// A per-query map 1×1×L: head `head`'s weights, or the mean over heads when nil.
+    static func headMap(heads: Int, length l: Int, head: Int?, label: String = "implicit weights",
+                        _ weights: (Int) -> [Float]) -> AttentionMap {
+        var w = [Float](repeating: 0, count: l)
+        let hs = head.map { [$0] } ?? Array(0..<heads)
+        for h in hs {
+            let row = weights(h)
+            for j in 0..<l { w[j] += row[j] / Float(hs.count) }
+        }
+        return AttentionMap(kind: .perQuery, values: Tensor(shape: [1, 1, l], scalars: w),
+                            labels: [head.map { "\(label), head \($0)" } ?? "\(label), mean of \(heads) heads"])
+    }
+}

@@ -1,0 +1,187 @@
+// Rethinking Attention with Performers (FAVOR+).
+// Choromanski, Likhosherstov, Dohan, Song, Gane, Sarlos, Hawkins, Davis, Mohiuddin, Kaiser,
+// Belanger, Colwell, Weller, ICLR 2021. https://arxiv.org/abs/2009.14794
+// Reference matched: pip performer-pytorch 1.1.4 `SelfAttention` / `FastAttention` (a
+// transcription of google-research performer/fast_attention/jax/fast_attention.py), read in full.
+
+import CKernels
+import Foundation
+import TensorCore
+
+/// Performer self-attention with FAVOR+ positive orthogonal random features.
+///
+/// - Input N×L×dim tokens, output N×L×dim (`to_out` included, no residual).
+/// - φ(x) = m^-½ (exp(x′Wᵀ − ‖x′‖²/2 − stab) + 1e-4) with x′ = d^-¼ x and W the m×d
+///   `projection_matrix` (orthogonal d×d blocks, rows scaled by χ_d norms); out = φ(Q)(φ(K)ᵀV)
+///   / (φ(Q)·Σφ(K)) per head (kernelised core; causal by prefix sums).
+/// - Map (per-query): the implicit weights φ(q_i)·φ(k_j) / Σ_j' φ(q_i)·φ(k_j') (j ≤ i when
+///   causal; the causal normaliser includes the reference's 1e-6·Σφ(q_i)), for the chosen head
+///   or the mean over heads, in O(L·m).
+/// - Cost O(L·m·d) time, O(L·m + m·d) memory.
+///
+/// Quirks of the reference (matched):
+/// - The stabiliser `stab` is the max over features for each query, but for keys the max over
+///   **all positions and features** of the (batch, head). With `causal` this lets the future
+///   move the keys' common scale: the 1e-4 added after the exp does not scale with it, so
+///   outputs at i depend very slightly on inputs after i (seq-b.md measured 1.2e-3). This port
+///   reproduces that; it is not strictly causal.
+/// - The non-causal denominator has no eps; the causal one is φ(q_i)·(Σ_{j≤i}φ(k_j) + 1e-6).
+/// - nb_features defaults to int(dim_head · ln dim_head); the projection is drawn at
+///   construction and never redrawn in eval (`feature_redraw_interval` acts in training only).
+/// - `generalized_attention`: φ(x) = ReLU(x′Wᵀ) + 1e-3 (the default `kernel_fn`).
+///   `no_projection`: softmax(q) over features, softmax(k) over positions (exp(k) when causal).
+/// - `local_heads` > 0 (LocalAttention heads) is not supported.
+///
+/// Keys: `to_q.weight` (+`.bias` with qkv_bias), `to_k.*`, `to_v.*`, `to_out.weight`
+/// (+`.bias` with attn_out_bias), and the buffer `fast_attention.projection_matrix` (m×dim_head),
+/// which a checkpoint carries like PyTorch's state_dict; seeded, it is drawn from the module's
+/// generator as the reference draws it (QR of Gaussian blocks). Untrained, `to_k` = `to_q`.
+public final class PerformerAttention: AttentionModule {
+    public static let info = ModuleInfo(
+        id: "performer", title: "Rethinking Attention with Performers (FAVOR+)", arxiv: "2009.14794", year: 2021,
+        complexity: "O(N m D)", complexityExponent: 1, kind: .sequence, causal: true,
+        reference: "performer-pytorch 1.1.4 SelfAttention (FastAttention, softmax kernel)", mapKind: .perQuery,
+        mapDescription: "implicit FAVOR+ weights phi(q_i)·phi(k_j) / sum_j' phi(q_i)·phi(k_j') with positive random features (j ≤ i when causal), mean over heads unless a head is chosen",
+        notes: ["key stabiliser = max over all positions and features: with causal=true the future shifts the keys' scale slightly (the reference's non-strict causality, reproduced)",
+                "non-causal denominator without eps; causal phi(q)·(cumsum phi(k) + 1e-6)",
+                "projection_matrix is a buffer in the state_dict; seeded: orthogonal Gaussian blocks scaled by chi norms",
+                "untrained: PyTorch-default random weights with to_k = to_q"])
+
+    public static let configSchema: [ConfigKey] = [
+        ConfigKey("dim", .int(1...65536), default: .none, "model width (taken from the input when unset)"),
+        ConfigKey("causal", .bool, default: .bool(false), "prefix-sum causal attention"),
+        ConfigKey("heads", .int(1...1024), default: .int(8), "number of heads"),
+        ConfigKey("dim_head", .int(1...4096), default: .int(64), "width per head"),
+        ConfigKey("local_heads", .int(0...0), default: .int(0), "LocalAttention heads (not supported: 0)"),
+        ConfigKey("local_window_size", .int(1...65536), default: .int(256), "accepted; only used with local_heads"),
+        ConfigKey("nb_features", .int(1...65536), default: .none, "random features m (default int(dim_head·ln dim_head))"),
+        ConfigKey("feature_redraw_interval", .int(0...1_000_000_000), default: .int(1000), "accepted; redraws happen in training only"),
+        ConfigKey("generalized_attention", .bool, default: .bool(false), "ReLU(x′Wᵀ) + 1e-3 features instead of the softmax kernel"),
+        ConfigKey("dropout", .float(0...1), default: .float(0), "accepted; eval mode"),
+        ConfigKey("no_projection", .bool, default: .bool(false), "softmax(q) over features, softmax(k) over positions"),
+        ConfigKey("qkv_bias", .bool, default: .bool(false), "bias in to_q, to_k, to_v"),
+        ConfigKey("attn_out_bias", .bool, default: .bool(true), "bias in to_out"),
+    ]
+
+    public let config: Config
+    let dim: Int, heads: Int, dimHead: Int, nbFeatures: Int, causal: Bool, generalized: Bool, noProjection: Bool
+    let toQ: Linear, toK: Linear, toV: Linear, toOut: Linear
+    /// nb_features × dim_head
+    let projectionMatrix: Tensor
+
+    public var expectedInput: String { "N×L×\(dim)" }
+
+    public init(config: Config, inputShape: [Int], parameters p: Parameters) throws {
+        var config = config
+        guard inputShape.count == 3 else {
+            throw ModuleError.badInput(module: Self.info.id, expected: "N×L×C", found: inputShape)
+        }
+        try config.resolveChannels("dim", from: inputShape[2])
+        dim = config.int("dim")
+        heads = config.int("heads")
+        guard dim % heads == 0 else {
+            throw ConfigError.inconsistent(module: Self.info.id, message: "dim=\(dim) is not divisible by heads=\(heads) (the reference asserts it)")
+        }
+        dimHead = config.int("dim_head")
+        nbFeatures = config.optionalInt("nb_features") ?? Int(Double(dimHead) * Foundation.log(Double(dimHead)))
+        guard nbFeatures > 0 else {
+            throw ConfigError.inconsistent(module: Self.info.id, message: "dim_head=\(dimHead) gives int(dim_head·ln dim_head) = 0 features: set nb_features")
+        }
+        causal = config.bool("causal")
+        generalized = config.bool("generalized_attention")
+        noProjection = config.bool("no_projection")
+        self.config = config
+        let inner = heads * dimHead, qkvBias = config.bool("qkv_bias")
+        let m = nbFeatures, d = dimHead
+        projectionMatrix = p.scoped("fast_attention").buffer("projection_matrix", shape: [m, d], initializer:
+            .tensor(p.withGenerator { Self.gaussianOrthogonalRandomMatrix(rows: m, columns: d, generator: &$0) }))
+        toQ = Linear(p.scoped("to_q"), inFeatures: dim, outFeatures: inner, bias: qkvBias)
+        var k = Linear(p.scoped("to_k"), inFeatures: dim, outFeatures: inner, bias: qkvBias)
+        if !p.isLoading {
+            k.weight = toQ.weight                      // similarity initialisation
+            k.bias = toQ.bias
+        }
+        toK = k
+        toV = Linear(p.scoped("to_v"), inFeatures: dim, outFeatures: inner, bias: qkvBias)
+        toOut = Linear(p.scoped("to_out"), inFeatures: inner, outFeatures: dim, bias: config.bool("attn_out_bias"))
+    }
+
+    /// performer-pytorch's `gaussian_orthogonal_random_matrix(rows, columns, scaling=0)`:
+    /// ⌊rows/columns⌋ blocks Qᵀ of the QR of a columns×columns Gaussian, the remaining rows from
+    /// one more block, each row scaled by the norm of a fresh Gaussian vector (χ_columns).
+    public static func gaussianOrthogonalRandomMatrix(rows: Int, columns d: Int, generator g: inout SeededGenerator) -> Tensor {
+        var out = [Float]()
+        out.reserveCapacity(rows * d)
+        while out.count < rows * d {
+            let q = Tensor.randomNormal([d, d], generator: &g).qr().q.transposed().scalars   // Qᵀ, d×d
+            out += q.prefix(min(d * d, rows * d - out.count))
+        }
+        let norms = Tensor.randomNormal([rows, d], generator: &g).norm(axis: 1).scalars
+        for r in 0..<rows { for c in 0..<d { out[r * d + c] *= norms[r] } }
+        return Tensor(shape: [rows, d], scalars: out)
+    }
+
+    /// φ(Q), φ(K) (N×H×L×m) and V (N×L×H·d).
+    func features(_ x: Tensor) throws -> (q: Tensor, k: Tensor, v: Tensor) {
+        let q = KernelizedAttention.splitHeads(try toQ(x), heads: heads)   // N, H, L, d
+        let k = KernelizedAttention.splitHeads(try toK(x), heads: heads)   // N, H, L, d
+        let v = try toV(x)                                                 // N, L, H·d
+        if noProjection {
+            return (q.softmax(axis: -1), causal ? exp(k) : k.softmax(axis: -2), v)
+        }
+        if generalized {
+            let dn = Foundation.pow(Float(dimHead), -0.25)
+            let kernel = { (t: Tensor) in t.matmul(self.projectionMatrix, transposeOther: true, alpha: dn).map { max($0, 0) + 1e-3 } }
+            return (kernel(q), kernel(k), v)
+        }
+        return (Self.softmaxKernel(q, projection: projectionMatrix, isQuery: true),
+                Self.softmaxKernel(k, projection: projectionMatrix, isQuery: false), v)
+    }
+
+    /// performer-pytorch `softmax_kernel`: x N×H×L×d → m^-½ (exp(x′Wᵀ − ‖x′‖²/2 − stab) + 1e-4),
+    /// x′ = d^-¼ x; stab = row max (queries) or the max over the whole (batch, head) (keys).
+    static func softmaxKernel(_ x: Tensor, projection w: Tensor, isQuery: Bool, eps: Float = 1e-4) -> Tensor {
+        let (n, h, l, d) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]), m = w.shape[0]
+        let dn = Foundation.pow(Float(d), -0.25), ratio = 1 / Float(m).squareRoot()
+        var u = x.matmul(w, transposeOther: true, alpha: dn)    // N, H, L, m
+        x.withUnsafeBufferPointer { xp in
+            u.withUnsafeMutableBufferPointer { up in
+                for p in 0..<(n * h) {
+                    let block = up.baseAddress! + p * l * m
+                    var stab = -Float.infinity
+                    if !isQuery { for i in 0..<(l * m) { stab = max(stab, block[i]) } }
+                    for i in 0..<l {
+                        let row = block + i * m, xi = xp.baseAddress! + (p * l + i) * d
+                        var sq: Float = 0
+                        for c in 0..<d { sq += xi[c] * xi[c] }
+                        let diag = sq / 2 * dn * dn
+                        var rowStab = stab
+                        if isQuery { rowStab = -.infinity; for j in 0..<m { rowStab = max(rowStab, row[j]) } }
+                        for j in 0..<m { row[j] = row[j] - diag - rowStab }
+                        fa_exp(row, row, m)
+                        for j in 0..<m { row[j] = ratio * (row[j] + eps) }
+                    }
+                }
+            }
+        }
+        return u
+    }
+
+    var normaliser: KernelNormaliser { causal ? .keySum(eps: 1e-6) : .denominator(eps: 0) }
+
+    public func callAsFunction(_ x: Tensor) throws -> Tensor {
+        try KernelizedAttention.checkTokens(x, channels: dim, module: Self.info.id)
+        let (q, k, v) = try features(x)
+        let y = KernelizedAttention.multiHead(phiQ: q, phiK: k, v: v, normaliser: normaliser, causal: causal)  // N, L, H·d
+        return try toOut(y)
+    }
+
+    public func attentionMap(_ x: Tensor, query: MapQuery) throws -> AttentionMap {
+        try KernelizedAttention.checkTokens(x, channels: dim, module: Self.info.id)
+        let i = try KernelizedAttention.checkQuery(query, length: x.shape[1], heads: heads, module: Self.info.id)
+        let (q, k, _) = try features(x.batchItem(0))
+        return KernelizedAttention.headMap(heads: heads, length: x.shape[1], head: query.head) { h in
+            KernelizedAttention.weights(phiQ: q, phiK: k, batch: 0, head: h, query: i, normaliser: normaliser, causal: causal)
+        }
+    }
+}
