@@ -16,6 +16,7 @@ public enum Registry {
         FracTAL.self,
         LinearTransformerAttention.self,
         PerformerAttention.self,
+        LinformerAttention.self,
 
     ]
 
