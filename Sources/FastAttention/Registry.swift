@@ -17,6 +17,7 @@ public enum Registry {
         LinearTransformerAttention.self,
         PerformerAttention.self,
         LinformerAttention.self,
+        SetTransformer.self,
 
     ]
 
