@@ -14,12 +14,15 @@ struct Info: ParsableCommand {
         Examples:
           attend info non-local
           attend info non-local --set reduction=4 --channels 256 --json
+          attend info sparse-transformer --length 64     (block-sparse modules print their layout)
         """
     )
 
     @Argument(help: "Module id (see `attend list --ids`).") var id: String
     @Option(name: .customLong("set"), help: "key=value config override (repeatable).") var settings: [String] = []
     @Option(help: "Input channels assumed for parameter shapes.") var channels = 64
+    @Option(help: "Sequence length at which a block-sparse module's layout is drawn (default: the module's example).")
+    var length: Int?
     @Flag(help: "Print JSON.") var json = false
 
     func run() throws {
@@ -29,6 +32,8 @@ struct Info: ParsableCommand {
         let config = try Config(module: id, schema: t.configSchema, settings: settings)
         let shape = info.kind == .sequence ? [1, 64, channels] : [1, channels, 16, 16]
         let records = try Registry.parameterRecords(id: id, settings: settings, inputShape: shape)
+        let layout = try (Registry.make(id: id, settings: settings, inputShape: shape) as? any BlockSparseModule)?
+            .layoutDescription(length: length)
         if json {
             let keys: [[String: Any]] = t.configSchema.map {
                 ["name": $0.name, "type": $0.typeDescription, "default": $0.defaultValue.json,
@@ -40,6 +45,7 @@ struct Info: ParsableCommand {
                 "kind": info.kind.rawValue, "complexity": info.complexity, "causal": info.causal,
                 "reference": info.reference, "map": ["kind": info.mapKind.rawValue, "meaning": info.mapDescription],
                 "notes": info.notes, "config": keys, "parameters": params, "input_channels": channels,
+                "layout": layout.map { $0 as Any } ?? NSNull(),
             ] as [String: Any])
             return
         }
@@ -55,5 +61,6 @@ struct Info: ParsableCommand {
         print("\nparameters for \(Shape.format(shape)) input (state_dict keys):")
         printTable(header: ["key", "shape", "kind"],
                    rows: records.map { [$0.key, Shape.format($0.shape), $0.kind.rawValue] })
+        if let layout { print("\nlayout (rows: query blocks, columns: key blocks; # full, + edge-masked, . absent, 2-9 counted that often):\n" + layout) }
     }
 }

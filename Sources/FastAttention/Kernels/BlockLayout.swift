@@ -1,0 +1,335 @@
+// The block layout of a block-sparse attention pattern: which key blocks each query block meets,
+// and, on the edges of the pattern, which (query, key) pairs inside a block are present.
+// Sparse modules (sparse-transformer, longformer, big-bird, jukebox, ...) are layout builders
+// over the one kernel in BlockSparseAttention.swift; causality is a layout property.
+
+/// A condition on a (query, key) pair of original sequence positions; every condition set must
+/// hold. Unset conditions are no constraint, so `PairRule()` admits every pair.
+public struct PairRule: Hashable, Sendable, CustomStringConvertible {
+    /// k − q ≥ minDelta.
+    public var minDelta: Int?
+    /// k − q ≤ maxDelta (0: causal).
+    public var maxDelta: Int?
+    /// (q − k) mod deltaStride == 0: strided heads, dilated windows.
+    public var deltaStride = 1
+    /// ⌊k / segment⌋ == ⌊q / segment⌋: the same row of a reshaped sequence (fixed pattern).
+    public var segment = 0
+    /// (k mod keyPeriod) ∈ keyPhases: summary columns (fixed pattern).
+    public var keyPeriod = 0
+    public var keyPhases: Range<Int> = 0..<0
+    /// k ∈ keys: global columns.
+    public var keys: Range<Int>?
+    /// q ∈ queries: global rows.
+    public var queries: Range<Int>?
+
+    public init(minDelta: Int? = nil, maxDelta: Int? = nil, deltaStride: Int = 1, segment: Int = 0,
+                keyPeriod: Int = 0, keyPhases: Range<Int> = 0..<0, keys: Range<Int>? = nil,
+                queries: Range<Int>? = nil) {
+        self.minDelta = minDelta
+        self.maxDelta = maxDelta
+        self.deltaStride = deltaStride
+        self.segment = segment
+        self.keyPeriod = keyPeriod
+        self.keyPhases = keyPhases
+        self.keys = keys
+        self.queries = queries
+    }
+
+    /// k ≤ q.
+    public static let causal = PairRule(maxDelta: 0)
+    /// lo ≤ k − q ≤ hi.
+    public static func band(_ lo: Int, _ hi: Int) -> PairRule { PairRule(minDelta: lo, maxDelta: hi) }
+
+    @inline(__always) public func contains(_ q: Int, _ k: Int) -> Bool {
+        let d = k - q
+        if let lo = minDelta, d < lo { return false }
+        if let hi = maxDelta, d > hi { return false }
+        if deltaStride > 1, d % deltaStride != 0 { return false }
+        if segment > 0, k / segment != q / segment { return false }
+        if keyPeriod > 0, !keyPhases.contains(k % keyPeriod) { return false }
+        if let r = keys, !r.contains(k) { return false }
+        if let r = queries, !r.contains(q) { return false }
+        return true
+    }
+
+    /// True when only delta bounds are set (so fullness and emptiness over a box are analytic).
+    var isBandOnly: Bool {
+        deltaStride == 1 && segment == 0 && keyPeriod == 0 && keys == nil && queries == nil
+    }
+
+    public var description: String {
+        var parts: [String] = []
+        switch (minDelta, maxDelta) {
+        case (nil, 0?): parts.append("k≤q")
+        case let (lo?, hi?): parts.append("\(lo)≤k−q≤\(hi)")
+        case let (lo?, nil): parts.append("k−q≥\(lo)")
+        case let (nil, hi?): parts.append("k−q≤\(hi)")
+        default: break
+        }
+        if deltaStride > 1 { parts.append("(q−k)%\(deltaStride)=0") }
+        if segment > 0 { parts.append("k/\(segment)=q/\(segment)") }
+        if keyPeriod > 0 { parts.append("k%\(keyPeriod)∈\(keyPhases.lowerBound)..<\(keyPhases.upperBound)") }
+        if let r = keys { parts.append("k∈\(r.lowerBound)..<\(r.upperBound)") }
+        if let r = queries { parts.append("q∈\(r.lowerBound)..<\(r.upperBound)") }
+        return parts.isEmpty ? "all" : parts.joined(separator: " ∧ ")
+    }
+}
+
+/// The pairs present inside one (query block, key block) entry: the union of its rules.
+public struct ElementMask: Hashable, Sendable, CustomStringConvertible {
+    public var rules: [PairRule]
+    public init(_ rules: [PairRule]) { self.rules = rules }
+    @inline(__always) public func contains(_ q: Int, _ k: Int) -> Bool {
+        for r in rules where r.contains(q, k) { return true }
+        return false
+    }
+    public var description: String { rules.map { "(\($0))" }.joined(separator: " ∨ ") }
+}
+
+/// A block-sparse attention pattern over a sequence of `length` positions.
+///
+/// Positions are optionally visited in a permuted `order` (index j of the permuted sequence is
+/// original position `order[j]`) — Sparse Transformer's strided transpose, a dilated window's
+/// residue classes, Jukebox's column attention: patterns that are scattered in the original
+/// order become contiguous blocks. Blocks are `blockSize` consecutive permuted positions; the
+/// last one is ragged when `length` is not a multiple. For each query block, `rows` lists the
+/// key blocks it meets (sorted; a block listed twice is counted twice in the softmax, as
+/// BigBird's eval-mode "random" block 0 is), each either full or with an `ElementMask`
+/// evaluated on original positions.
+public struct BlockLayout: Sendable {
+    public struct Entry: Hashable, Sendable {
+        public let keyBlock: Int32
+        /// Index into `masks`, or −1 for a full block.
+        public let mask: Int32
+    }
+
+    public let length: Int
+    public let blockSize: Int
+    public let order: [Int32]?
+    /// inverse[position] = permuted index (nil with no order).
+    public let inverse: [Int32]?
+    public let rows: [[Entry]]
+    public let masks: [ElementMask]
+    /// Whether no present pair has its key after its query (checked when built).
+    public let causal: Bool
+    /// A short name for renderings ("strided ℓ=8", "band w=4 + 2 global").
+    public let name: String
+
+    public var blockCount: Int { (length + blockSize - 1) / blockSize }
+
+    @inline(__always) public func position(_ j: Int) -> Int { order.map { Int($0[j]) } ?? j }
+    @inline(__always) public func index(ofPosition p: Int) -> Int { inverse.map { Int($0[p]) } ?? p }
+
+    /// Permuted index range of block `b` (clipped at the end).
+    public func blockRange(_ b: Int) -> Range<Int> { (b * blockSize)..<min(length, (b + 1) * blockSize) }
+
+    /// Whether the pair (query index qi, key index kj) — permuted indices — is present in entry `e`.
+    @inline(__always) func present(_ e: Entry, qi: Int, kj: Int) -> Bool {
+        e.mask < 0 || masks[Int(e.mask)].contains(position(qi), position(kj))
+    }
+
+    /// Number of entries (computed blocks), and of present pairs counted with multiplicity.
+    public var entryCount: Int { rows.reduce(0) { $0 + $1.count } }
+
+    /// The present pairs of one query (original position), with multiplicity: O(support).
+    public func support(ofQuery p: Int) -> [Int] {
+        let qi = index(ofPosition: p), qb = qi / blockSize
+        var keys: [Int] = []
+        for e in rows[qb] {
+            for kj in blockRange(Int(e.keyBlock)) where present(e, qi: qi, kj: kj) { keys.append(position(kj)) }
+        }
+        return keys
+    }
+
+    /// The dense L×L count matrix (how many times each pair is present), row-major in original
+    /// positions. O(L²): for tests and tiny renderings only.
+    public func denseCounts() -> [Int32] {
+        var c = [Int32](repeating: 0, count: length * length)
+        for p in 0..<length { for k in support(ofQuery: p) { c[p * length + k] += 1 } }
+        return c
+    }
+}
+
+/// Builds a layout a query block at a time with union semantics: adding a block twice merges
+/// the rules (a pair present in either is present once) unless `extraCopy` asks for a second
+/// counted copy. Band-only rules are simplified on identity-order layouts: blocks the band
+/// covers become full, blocks it misses are dropped.
+public struct BlockLayoutBuilder {
+    public let length: Int
+    public let blockSize: Int
+    public let order: [Int32]?
+    var current: [Int: [PairRule]?] = [:]      // key block → rules (nil: full)
+    var copies: [(Int, PairRule?)] = []
+    var rows: [[BlockLayout.Entry]] = []
+    var masks: [ElementMask] = []
+    var maskIndex: [ElementMask: Int32] = [:]
+
+    public init(length: Int, blockSize: Int, order: [Int]? = nil) {
+        precondition(length > 0 && blockSize > 0, "layout needs length and block size ≥ 1")
+        precondition(order == nil || order!.count == length, "order must be a permutation of the positions")
+        self.length = length
+        self.blockSize = blockSize
+        self.order = order.map { $0.map(Int32.init) }
+    }
+
+    public var blockCount: Int { (length + blockSize - 1) / blockSize }
+    var queryBlock: Int { rows.count }
+
+    /// Key blocks `blocks` (clipped to the layout), with `rule` (nil: every pair).
+    public mutating func add(_ blocks: Range<Int>, rule: PairRule? = nil) {
+        let lo = max(blocks.lowerBound, 0), hi = min(blocks.upperBound, blockCount)
+        guard lo < hi else { return }
+        for kb in lo..<hi {
+            guard let r = simplified(rule, keyBlock: kb) else { continue }
+            switch (current[kb], r) {
+            case (.some(.none), _): break                          // already full
+            case (_, .full): current[kb] = .some(nil)
+            case (.some(.some(let rs)), .partial(let p)): current[kb] = .some(rs.contains(p) ? rs : rs + [p])
+            case (.none, .partial(let p)): current[kb] = .some([p])
+            }
+        }
+    }
+
+    public mutating func add(_ block: Int, rule: PairRule? = nil) { add(block..<(block + 1), rule: rule) }
+
+    /// One more counted copy of key block `block` (its pairs weigh once more in the softmax).
+    public mutating func extraCopy(_ block: Int, rule: PairRule? = nil) {
+        guard (0..<blockCount).contains(block) else { return }
+        copies.append((block, rule))
+    }
+
+    enum Simplified { case full, partial(PairRule) }
+
+    func simplified(_ rule: PairRule?, keyBlock kb: Int) -> Simplified? {
+        guard let rule else { return .full }
+        guard order == nil, rule.isBandOnly else { return .partial(rule) }
+        let q0 = queryBlock * blockSize, q1 = min(length, q0 + blockSize) - 1
+        let k0 = kb * blockSize, k1 = min(length, k0 + blockSize) - 1
+        let lo = rule.minDelta ?? Int.min / 2, hi = rule.maxDelta ?? Int.max / 2
+        if k1 - q0 < lo || k0 - q1 > hi { return nil }                 // no pair in the band
+        if k0 - q1 >= lo && k1 - q0 <= hi { return .full }              // every pair in it
+        return .partial(rule)
+    }
+
+    mutating func intern(_ rules: [PairRule]?) -> Int32 {
+        guard let rules else { return -1 }
+        let m = ElementMask(rules)
+        if let i = maskIndex[m] { return i }
+        let i = Int32(masks.count)
+        masks.append(m)
+        maskIndex[m] = i
+        return i
+    }
+
+    /// Closes the current query block's row.
+    public mutating func endRow() {
+        var entries: [BlockLayout.Entry] = []
+        for kb in current.keys.sorted() {
+            entries.append(.init(keyBlock: Int32(kb), mask: intern(current[kb]!)))
+        }
+        for (kb, rule) in copies {
+            let m = intern(rule.map { [$0] })
+            let at = entries.lastIndex(where: { $0.keyBlock <= Int32(kb) }).map { $0 + 1 } ?? 0
+            entries.insert(.init(keyBlock: Int32(kb), mask: m), at: at)
+        }
+        rows.append(entries)
+        current = [:]
+        copies = []
+    }
+
+    /// The finished layout; every query block must have had its row closed.
+    public func build(name: String) -> BlockLayout {
+        precondition(rows.count == blockCount, "built \(rows.count) of \(blockCount) rows")
+        let inverse: [Int32]? = order.map { o in
+            var inv = [Int32](repeating: 0, count: length)
+            for (j, p) in o.enumerated() { inv[Int(p)] = Int32(j) }
+            return inv
+        }
+        var layout = BlockLayout(length: length, blockSize: blockSize, order: order, inverse: inverse,
+                                 rows: rows, masks: masks, causal: false, name: name)
+        layout = BlockLayout(length: length, blockSize: blockSize, order: order, inverse: inverse,
+                             rows: rows, masks: masks, causal: layout.checkCausal(), name: name)
+        return layout
+    }
+}
+
+extension BlockLayout {
+    /// True when no present pair has k > q: O(entries) for identity-order layouts (block
+    /// bounds and rules decide), O(present pairs) with a permuted order.
+    func checkCausal() -> Bool {
+        for (qb, row) in rows.enumerated() {
+            for e in row {
+                let kb = Int(e.keyBlock)
+                if order == nil {
+                    if kb < qb { continue }
+                    if e.mask < 0 { return false }
+                    if masks[Int(e.mask)].rules.allSatisfy({ ($0.maxDelta ?? 1) <= 0 }) { continue }
+                } else if e.mask < 0, blockRange(qb).contains(where: { qi in
+                    blockRange(kb).contains { position($0) > position(qi) } }) {
+                    return false
+                }
+                for qi in blockRange(qb) {
+                    for kj in blockRange(kb) where present(e, qi: qi, kj: kj) && position(kj) > position(qi) {
+                        return false
+                    }
+                }
+            }
+        }
+        return true
+    }
+
+    /// A compact text description: a summary line, the distinct element masks, and for up to
+    /// `maxBlocks` blocks an ASCII block matrix (rows: query blocks, columns: key blocks;
+    /// `#` full, `+` partial, `.` absent, `2`–`9` a block counted that many times).
+    public func rendered(maxBlocks: Int = 48) -> String {
+        let nb = blockCount
+        let pairs = (0..<nb).reduce(0) { acc, qb in
+            acc + rows[qb].reduce(0) { $0 + blockRange(qb).count * blockRange(Int($1.keyBlock)).count }
+        }
+        let density = Double(pairs) / Double(length * length) * 100
+        var lines = [
+            "\(name): L=\(length), block \(blockSize) (\(nb)×\(nb) blocks\(length % blockSize == 0 ? "" : ", last ragged")), "
+                + "\(entryCount) computed blocks (\(String(format: "%.1f", density))% of L×L), "
+                + (causal ? "causal" : "not causal") + (order == nil ? "" : ", permuted order"),
+        ]
+        for (i, m) in masks.enumerated() { lines.append("  mask \(i): \(m)") }
+        guard nb <= maxBlocks else {
+            let per = rows.map(\.count)
+            lines.append("  blocks per query block: min \(per.min() ?? 0), max \(per.max() ?? 0)")
+            return lines.joined(separator: "\n")
+        }
+        for row in rows {
+            var chars = [Character](repeating: ".", count: nb)
+            var counts = [Int](repeating: 0, count: nb)
+            for e in row {
+                let kb = Int(e.keyBlock)
+                counts[kb] += 1
+                chars[kb] = counts[kb] > 1 ? Character(String(min(counts[kb], 9))) : (e.mask < 0 ? "#" : "+")
+            }
+            lines.append("  " + String(chars))
+        }
+        return lines.joined(separator: "\n")
+    }
+}
+
+/// A module whose attention is one block layout per head; `attend info` prints it.
+public protocol BlockSparseModule: AttentionModule {
+    /// The layouts (one per head, or one shared by all) at sequence length `length`.
+    func layouts(length: Int) throws -> [BlockLayout]
+    /// A small length that shows the pattern well in `attend info`.
+    var exampleLength: Int { get }
+}
+
+extension BlockSparseModule {
+    /// The rendered layouts at `length` (distinct ones once, with the heads that use them).
+    public func layoutDescription(length: Int? = nil) throws -> String {
+        let ls = try layouts(length: length ?? exampleLength)
+        var seen: [(String, [Int])] = []
+        for (h, l) in ls.enumerated() {
+            let r = l.rendered()
+            if let i = seen.firstIndex(where: { $0.0 == r }) { seen[i].1.append(h) } else { seen.append((r, [h])) }
+        }
+        if seen.count == 1 { return seen[0].0 }
+        return seen.map { "heads \($0.1.map(String.init).joined(separator: ",")):\n" + $0.0 }.joined(separator: "\n")
+    }
+}

@@ -1,0 +1,139 @@
+import FastAttention
+import Foundation
+import TensorCore
+import TestSupport
+import XCTest
+
+/// The block-sparse kernel against a dense masked softmax of exactly the same pattern
+/// (`BlockLayout.denseCounts`, evaluated pair by pair) on random layouts.
+final class BlockSparseAttentionTests: XCTestCase {
+    /// A random layout: random key blocks per row, some full, some with random rules, an
+    /// optional permutation and an occasional duplicated block.
+    func randomLayout(length: Int, block: Int, seed: UInt64, permute: Bool) -> BlockLayout {
+        var g = SeededGenerator(seed: seed)
+        let order: [Int]? = permute ? Array(0..<length).shuffled(using: &g) : nil
+        var b = BlockLayoutBuilder(length: length, blockSize: block, order: order)
+        let rules: [PairRule] = [.causal, .band(-3, 2), PairRule(deltaStride: 3), PairRule(segment: 5),
+                                 PairRule(keyPeriod: 4, keyPhases: 1..<3), PairRule(keys: 0..<2),
+                                 PairRule(maxDelta: 0, deltaStride: 2), PairRule(queries: 3..<9)]
+        for _ in 0..<b.blockCount {
+            for kb in 0..<b.blockCount where g.nextUniform() < 0.5 {
+                let r = g.nextUniform() < 0.4 ? nil : rules[g.nextInt(below: rules.count)]
+                b.add(kb, rule: r)
+                if g.nextUniform() < 0.3 { b.add(kb, rule: rules[g.nextInt(below: rules.count)]) }
+            }
+            if g.nextUniform() < 0.2 { b.extraCopy(g.nextInt(below: b.blockCount)) }
+            b.endRow()
+        }
+        return b.build(name: "random")
+    }
+
+    func check(_ layouts: [BlockLayout], heads: Int, batch: Int = 2, d: Int = 5, dv: Int = 3, seed: UInt64,
+               file: StaticString = #filePath, line: UInt = #line) {
+        let l = layouts[0].length
+        let q = randomTensor([batch, l, heads * d], seed: seed)
+        let k = randomTensor([batch, l, heads * d], seed: seed + 1)
+        let v = randomTensor([batch, l, heads * dv], seed: seed + 2)
+        let scale: Float = 0.7
+        let out = BlockSparseAttention.multiHead(q: q, k: k, v: v, heads: heads, layouts: layouts, scale: scale)
+        var expected = [Float](repeating: 0, count: batch * l * heads * dv)
+        for b in 0..<batch {
+            for h in 0..<heads {
+                let lay = layouts.count == 1 ? layouts[0] : layouts[h]
+                func slice(_ t: Tensor, _ w: Int) -> [Float] {
+                    let s = t.scalars, c = heads * w
+                    var r: [Float] = []
+                    for i in 0..<l {
+                        let start: Int = (b * l + i) * c + h * w
+                        r += s[start..<(start + w)]
+                    }
+                    return r
+                }
+                let o = BlockSparseAttention.forwardNaive(counts: lay.denseCounts(), length: l, d: d, dv: dv,
+                                                          q: slice(q, d), k: slice(k, d), v: slice(v, dv), scale: scale)
+                for i in 0..<l { for c in 0..<dv { expected[(b * l + i) * heads * dv + h * dv + c] = o[i * dv + c] } }
+            }
+        }
+        let e = maxRelativeError(out, Tensor(shape: out.shape, scalars: expected))
+        XCTAssertLessThanOrEqual(e, 1e-5, "layouts \(layouts.map(\.name))", file: file, line: line)
+    }
+
+    func testRandomLayoutsMatchDenseMaskedSoftmax() {
+        for (i, (l, bs)) in [(37, 4), (40, 8), (23, 5), (16, 16), (9, 4), (1, 3)].enumerated() {
+            let lay = randomLayout(length: l, block: bs, seed: UInt64(i), permute: false)
+            check([lay], heads: 2, seed: UInt64(10 * i))
+        }
+    }
+
+    func testPermutedAndPerHeadLayouts() {
+        let a = randomLayout(length: 29, block: 4, seed: 7, permute: true)
+        let b = randomLayout(length: 29, block: 4, seed: 8, permute: false)
+        let c = randomLayout(length: 29, block: 6, seed: 9, permute: true)
+        check([a, b, c], heads: 3, seed: 3)
+    }
+
+    func testLongRunsSplitAtMaxRunColumns() {
+        let saved = BlockSparseAttention.maxRunColumns
+        BlockSparseAttention.maxRunColumns = 8
+        defer { BlockSparseAttention.maxRunColumns = saved }
+        let lay = randomLayout(length: 45, block: 4, seed: 21, permute: false)
+        check([lay], heads: 1, seed: 5)
+    }
+
+    func testCausalLayoutAndRaggedLastBlock() {
+        // Causal band of width 6 at L = 27 (block 4: last block has 3 rows).
+        var b = BlockLayoutBuilder(length: 27, blockSize: 4)
+        for qb in 0..<b.blockCount { b.add((qb - 2)..<(qb + 1), rule: .band(-5, 0)); b.endRow() }
+        let lay = b.build(name: "causal band")
+        XCTAssertTrue(lay.causal)
+        let counts = lay.denseCounts()
+        for i in 0..<27 { for j in 0..<27 { XCTAssertEqual(counts[i * 27 + j], (i - 5...i).contains(j) ? 1 : 0) } }
+        check([lay], heads: 2, seed: 4)
+        // Interior blocks are full, edges masked, out-of-band blocks dropped.
+        XCTAssertTrue(lay.rows[4].contains { $0.keyBlock == 3 && $0.mask >= 0 })
+        XCTAssertEqual(lay.rows[4].count, 3)
+        var nb = BlockLayoutBuilder(length: 8, blockSize: 4)
+        nb.add(0..<2); nb.endRow(); nb.add(0..<2); nb.endRow()
+        XCTAssertFalse(nb.build(name: "dense").causal)
+    }
+
+    func testCausalOutputIgnoresTheFuture() {
+        var b = BlockLayoutBuilder(length: 30, blockSize: 4)
+        for qb in 0..<b.blockCount { b.add(0..<(qb + 1), rule: .causal); b.endRow() }
+        let lay = b.build(name: "causal")
+        var x = randomTensor([1, 30, 8], seed: 2)
+        let y0 = BlockSparseAttention.multiHead(q: x, k: x, v: x, heads: 2, layouts: [lay], scale: 0.5)
+        x.withUnsafeMutableBufferPointer { p in for i in (17 * 8)..<(30 * 8) { p[i] = 100 } }
+        let y1 = BlockSparseAttention.multiHead(q: x, k: x, v: x, heads: 2, layouts: [lay], scale: 0.5)
+        XCTAssertEqual(Array(y0.scalars[0..<(17 * 8)]), Array(y1.scalars[0..<(17 * 8)]))
+    }
+
+    func testMapRowIsTheKernelsRow() {
+        let lay = randomLayout(length: 31, block: 4, seed: 3, permute: true)
+        let q = randomTensor([1, 31, 4], seed: 1), k = randomTensor([1, 31, 4], seed: 2)
+        let counts = lay.denseCounts()
+        for p in [0, 13, 30] {
+            let w = BlockSparseAttention.mapRow(q: q, k: k, heads: 1, layouts: [lay], query: p, head: nil, scale: 0.9)
+            // Row p of the naive softmax, with values = identity, is the weights.
+            var eye = [Float](repeating: 0, count: 31 * 31)
+            for i in 0..<31 { eye[i * 31 + i] = 1 }
+            let o = BlockSparseAttention.forwardNaive(counts: counts, length: 31, d: 4, dv: 31, q: q.scalars,
+                                                      k: k.scalars, v: eye, scale: 0.9)
+            for j in 0..<31 {
+                XCTAssertEqual(w[j], o[p * 31 + j], accuracy: 1e-6)
+                if counts[p * 31 + j] == 0 { XCTAssertEqual(w[j], 0) }
+            }
+        }
+    }
+
+    func testRenderingShowsBlocks() {
+        var b = BlockLayoutBuilder(length: 10, blockSize: 4)
+        b.add(0, rule: .causal); b.endRow()
+        b.add(0); b.add(1, rule: .causal); b.endRow()
+        b.add(0); b.extraCopy(0); b.add(2, rule: .causal); b.endRow()
+        let text = b.build(name: "demo").rendered()
+        XCTAssertTrue(text.contains("L=10, block 4 (3×3 blocks, last ragged)"), text)
+        XCTAssertTrue(text.contains("  +..\n  #+.\n  2.+"), text)
+        XCTAssertTrue(text.contains("causal"), text)
+    }
+}
