@@ -3,6 +3,7 @@
 // Reference matched: mmcv 2.1 `mmcv.cnn.ContextBlock` (mmcv/cnn/bricks/context_block.py), read in
 // full; identical to the authors' xvjiarui/GCNet mmdet/ops/gcb/context_block.py.
 
+import CKernels
 import Foundation
 import TensorCore
 
@@ -190,16 +191,7 @@ public final class GlobalContextBlock: AttentionModule {
     }
 }
 
-/// Softmax of `count` contiguous values in place (max-subtracted, as torch).
+/// Softmax of `count` contiguous values in place (max-subtracted, as torch; vectorised exp).
 func softmaxInPlace(_ p: UnsafeMutablePointer<Float>, count: Int) {
-    var m = -Float.infinity
-    for i in 0..<count { m = max(m, p[i]) }
-    var s: Float = 0
-    for i in 0..<count {
-        let e = Foundation.exp(p[i] - m)
-        p[i] = e
-        s += e
-    }
-    let inv = 1 / s
-    for i in 0..<count { p[i] *= inv }
+    fa_softmax_rows(p, 1, count, count, 1)
 }
