@@ -10,6 +10,8 @@ public enum Registry {
         CrissCrossAttention.self,
         GlobalContextBlock.self,
         EfficientAttention.self,
+        EMAU.self,
+        AutoNL.self,
         FastAttModule.self,
         InterlacedSparseAttention.self,
         AxialAttention.self,
