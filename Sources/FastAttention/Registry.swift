@@ -9,6 +9,7 @@ public enum Registry {
         LinearTransformerAttention.self,
         PerformerFavorAttention.self,
         PerformerAttention.self,
+        SlimPerformerAttention.self,
 
     ]
 
