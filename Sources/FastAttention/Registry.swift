@@ -19,10 +19,13 @@ public enum Registry {
         TensorLowRankReconstruction.self,
         FracTAL.self,
         LinearTransformerAttention.self,
+        PerformerFavorAttention.self,
         PerformerAttention.self,
         LinformerAttention.self,
         SetTransformer.self,
         LambdaLayer.self,
+        SlimPerformerAttention.self,
+        RandomFeatureAttention.self,
 
     ]
 

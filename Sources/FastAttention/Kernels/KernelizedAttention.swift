@@ -15,7 +15,8 @@
 // Where each reference adds its eps differs, so the normaliser is a parameter:
 // fast-transformers adds eps to the denominator, performer-pytorch's causal path adds it to
 // every component of the key prefix sum (so the denominator gains eps·Σφ(q)), its non-causal
-// path adds none, SLiM adds 1e-16 to the denominator.
+// path adds none, SLiM adds 1e-16 to the denominator, the JAX FAVOR code adds 2·eps only where
+// |denominator| ≤ eps.
 
 import Foundation
 import TensorCore
@@ -27,6 +28,9 @@ public enum KernelNormaliser: Sendable, Equatable {
     case denominator(eps: Float)
     /// out = num / (φ(q)·(z + eps)) = num / (φ(q)·z + eps·Σφ(q)) (performer-pytorch causal).
     case keySum(eps: Float)
+    /// out = num / (d + 2·eps·[|d| ≤ eps]) with d = φ(q)·z: the google-research JAX FAVOR guard,
+    /// for features that can make d vanish or change sign (trigonometric ones).
+    case guarded(eps: Float)
     /// out = num: no normalisation.
     case none
 
@@ -35,6 +39,7 @@ public enum KernelNormaliser: Sendable, Equatable {
         switch self {
         case .denominator(let eps): return dot + eps
         case .keySum(let eps): return dot + eps * qSum()
+        case .guarded(let eps): return Swift.abs(dot) <= eps ? dot + 2 * eps : dot
         case .none: return 1
         }
     }

@@ -108,15 +108,18 @@ public final class PerformerAttention: AttentionModule {
 
     /// performer-pytorch's `gaussian_orthogonal_random_matrix(rows, columns, scaling=0)`:
     /// ⌊rows/columns⌋ blocks Qᵀ of the QR of a columns×columns Gaussian, the remaining rows from
-    /// one more block, each row scaled by the norm of a fresh Gaussian vector (χ_columns).
-    public static func gaussianOrthogonalRandomMatrix(rows: Int, columns d: Int, generator g: inout SeededGenerator) -> Tensor {
+    /// one more block, each row scaled by the norm of a fresh Gaussian vector (χ_columns), or
+    /// by √columns with `scaling` 1.
+    public static func gaussianOrthogonalRandomMatrix(rows: Int, columns d: Int, scaling: Int = 0,
+                                                      generator g: inout SeededGenerator) -> Tensor {
         var out = [Float]()
         out.reserveCapacity(rows * d)
         while out.count < rows * d {
             let q = Tensor.randomNormal([d, d], generator: &g).qr().q.transposed().scalars   // Qᵀ, d×d
             out += q.prefix(min(d * d, rows * d - out.count))
         }
-        let norms = Tensor.randomNormal([rows, d], generator: &g).norm(axis: 1).scalars
+        let norms = scaling == 0 ? Tensor.randomNormal([rows, d], generator: &g).norm(axis: 1).scalars
+                                 : [Float](repeating: Float(d).squareRoot(), count: rows)
         for r in 0..<rows { for c in 0..<d { out[r * d + c] *= norms[r] } }
         return Tensor(shape: [rows, d], scalars: out)
     }
