@@ -26,6 +26,8 @@ public enum Registry {
         LambdaLayer.self,
         SlimPerformerAttention.self,
         RandomFeatureAttention.self,
+        MemoryCompressedAttention.self,
+        NystromformerAttention.self,
 
     ]
 
