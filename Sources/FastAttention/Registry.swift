@@ -28,6 +28,7 @@ public enum Registry {
         RandomFeatureAttention.self,
         MemoryCompressedAttention.self,
         NystromformerAttention.self,
+        StarTransformer.self,
 
     ]
 
