@@ -29,6 +29,7 @@ public enum Registry {
         MemoryCompressedAttention.self,
         NystromformerAttention.self,
         StarTransformer.self,
+        SparseTransformerAttention.self,
 
     ]
 

@@ -312,10 +312,11 @@ extension BlockLayout {
     }
 }
 
-/// A module whose attention is one block layout per head; `attend info` prints it.
+/// A module whose attention is a block-sparse pattern; `attend info` prints it.
 public protocol BlockSparseModule: AttentionModule {
-    /// The layouts (one per head, or one shared by all) at sequence length `length`.
-    func layouts(length: Int) throws -> [BlockLayout]
+    /// The pattern at sequence length `length`: parts (pair sets whose softmax is joint, see
+    /// `BlockSparseAttention.multiHead(parts:)`), each one layout per head or one for all heads.
+    func layouts(length: Int) throws -> [[BlockLayout]]
     /// A small length that shows the pattern well in `attend info`.
     var exampleLength: Int { get }
 }
@@ -323,13 +324,22 @@ public protocol BlockSparseModule: AttentionModule {
 extension BlockSparseModule {
     /// The rendered layouts at `length` (distinct ones once, with the heads that use them).
     public func layoutDescription(length: Int? = nil) throws -> String {
-        let ls = try layouts(length: length ?? exampleLength)
-        var seen: [(String, [Int])] = []
-        for (h, l) in ls.enumerated() {
-            let r = l.rendered()
-            if let i = seen.firstIndex(where: { $0.0 == r }) { seen[i].1.append(h) } else { seen.append((r, [h])) }
+        let parts = try layouts(length: length ?? exampleLength)
+        var text: [String] = []
+        for (pi, ls) in parts.enumerated() {
+            var seen: [(String, [Int])] = []
+            for (h, l) in ls.enumerated() {
+                let r = l.rendered()
+                if let i = seen.firstIndex(where: { $0.0 == r }) { seen[i].1.append(h) } else { seen.append((r, [h])) }
+            }
+            let title = parts.count > 1 ? "part \(pi + 1) of \(parts.count) (one softmax over all parts)" : nil
+            if let title { text.append(title) }
+            if seen.count == 1 {
+                text.append(seen[0].0)
+            } else {
+                for (r, hs) in seen { text.append("heads \(hs.map(String.init).joined(separator: ",")):\n" + r) }
+            }
         }
-        if seen.count == 1 { return seen[0].0 }
-        return seen.map { "heads \($0.1.map(String.init).joined(separator: ",")):\n" + $0.0 }.joined(separator: "\n")
+        return text.joined(separator: "\n")
     }
 }
