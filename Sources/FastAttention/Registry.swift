@@ -8,6 +8,7 @@ public enum Registry {
         NonLocal2d.self,
         InterlacedSparseAttention.self,
         AxialAttention.self,
+        KroneckerSelfAttention.self,
         LambdaLayer.self,
 
     ]
