@@ -23,6 +23,7 @@ public enum Registry {
         PerformerAttention.self,
         LinformerAttention.self,
         SetTransformer.self,
+        KroneckerSelfAttention.self,
         LambdaLayer.self,
         SlimPerformerAttention.self,
         RandomFeatureAttention.self,

@@ -47,7 +47,7 @@ import TensorCore
 public final class LambdaLayer: AttentionModule {
     public static let info = ModuleInfo(
         id: "lambda", title: "LambdaNetworks: Modeling Long-Range Interactions Without Attention", arxiv: "2102.08602",
-        year: 2021, complexity: "O(N^2 k v/h) global (n); O(N r^2 k v/h) local (r, the default)", complexityExponent: 1,
+        year: 2021, complexity: "O(N^2 k v/h) global; O(N r^2 k v/h) local (default)", complexityExponent: 1,
         kind: .spatial, causal: false, reference: "lambda_networks.LambdaLayer (lambda-networks 0.4.0)", mapKind: .perQuery,
         mapDescription: "implicit weights the lambdas apply to each value for the query: content sum_k q_k softmax_n(K)_k, position sum_k q_k E_k(m-n), their sum; then the k key maps softmax_n(K)",
         notes: ["no attention: weights are unnormalised and may be negative",
