@@ -8,6 +8,7 @@ public enum Registry {
         NonLocal2d.self,
         MemoryCompressedAttention.self,
         SynthesizerAttention.self,
+        InputIndependentAttention.self,
         LinformerAttention.self,
         NystromformerAttention.self,
 
