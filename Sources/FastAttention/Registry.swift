@@ -6,6 +6,7 @@ public enum Registry {
     /// Every registered module type, in modules.tsv order.
     public static let modules: [any AttentionModule.Type] = [
         NonLocal2d.self,
+        SCRAM.self,
         PermutohedralAttention.self,
         TensorLowRankReconstruction.self,
         FracTAL.self,
