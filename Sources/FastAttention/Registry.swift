@@ -15,6 +15,7 @@ public enum Registry {
         FastAttModule.self,
         InterlacedSparseAttention.self,
         AxialAttention.self,
+        SCRAM.self,
         PermutohedralAttention.self,
         TensorLowRankReconstruction.self,
         FracTAL.self,
