@@ -10,6 +10,7 @@ public enum Registry {
         PerformerFavorAttention.self,
         PerformerAttention.self,
         SlimPerformerAttention.self,
+        FastWeightsAttention.self,
         RandomFeatureAttention.self,
 
     ]
