@@ -41,7 +41,7 @@ public final class RandomFeatureAttention: AttentionModule {
         notes: ["q and k are l2-normalised per head; phi = D^-1/2 [sin(Wx), cos(Wx)], W = random_matrices ∘ sigma",
                 "gated RFA runs as decayed chunked prefix sums (equal to the recurrence)",
                 "denominator guard +2·eps where |den| <= eps (not in the paper)",
-                "untrained: PyTorch-default random weights with k_proj = q_proj, sigma = 1"])
+                "untrained: PyTorch-default random weights with k_proj = q_proj, sigma = 1; the untrained gate is about 0.5, which halves the past at every position, so the gated map sits on the last few positions (--set gate=false --set causal=false shows the kernel's similarity)"])
 
     public static let configSchema: [ConfigKey] = [
         ConfigKey("embed_dim", .int(1...65536), default: .none, "model width (taken from the input when unset)"),
