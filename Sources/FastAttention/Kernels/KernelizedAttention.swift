@@ -18,6 +18,7 @@
 // path adds none, SLiM adds 1e-16 to the denominator, the JAX FAVOR code adds 2·eps only where
 // |denominator| ≤ eps.
 
+import CKernels
 import Foundation
 import TensorCore
 
@@ -61,83 +62,126 @@ public struct KernelizedOutput {
     }
 }
 
+/// Writes the features of `count` positions from `start` of problem (batch b, head h) into
+/// `dst` (count×m, row-major), for queries or for keys. The kernel calls it chunk by chunk, so
+/// a module's feature map runs on cache-sized blocks and no N×m feature tensor is ever stored.
+/// Called concurrently for different problems: it must only read shared state.
+public typealias KernelFeatureFill = (_ b: Int, _ h: Int, _ start: Int, _ count: Int, _ query: Bool,
+                                      _ dst: UnsafeMutablePointer<Float>) -> Void
+
 public enum KernelizedAttention {
-    /// Positions per chunk of the causal form: the T×T intra-chunk GEMM against the m×dv
-    /// state GEMMs. 64 keeps the intra part ≈ the state part for m ≈ dv ≈ 64.
+    /// Positions per chunk: the feature blocks, and in the causal form the T×T intra-chunk GEMM
+    /// against the m×dv state GEMMs. 64 keeps the intra part ≈ the state part for m ≈ dv ≈ 64.
     nonisolated(unsafe) public static var chunk = 64
 
-    /// out[b,h] = φq[b,h] (φk[b,h]ᵀ v[b,h]) / normaliser, for every batch b and head h.
-    /// φq is lq×m, φk lk×m, v lk×dv (each at its operand's strides). With `causal`
-    /// (lq == lk) row i sees keys j ≤ i through chunked prefix sums. `logDecay` (causal only)
-    /// holds log g_t per position (`ld` = position stride): the state decays as
-    /// S_t = g_t S_{t−1} + φ(k_t)v_tᵀ, i.e. key j reaches query i with weight Π_{t=j+1..i} g_t.
+    /// out[b,h] = φq[b,h] (φk[b,h]ᵀ v[b,h]) / normaliser, for every batch b and head h, with
+    /// φ produced chunk by chunk by `features` (m per position). v is lk×dv at its operand's
+    /// strides. With `causal` (lq == lk) row i sees keys j ≤ i through chunked prefix sums.
+    /// `logDecay` (causal only) holds log g_t per position (`ld` = position stride): the state
+    /// decays as S_t = g_t S_{t−1} + φ(k_t)v_tᵀ, i.e. key j reaches query i with weight
+    /// Π_{t=j+1..i} g_t. Memory: O(T·(T + m) + m·dv) per worker, whatever the length.
     public static func forward(
-        batch: Int, heads: Int, lq: Int, lk: Int, m: Int, dv: Int,
-        q: AttentionOperand, k: AttentionOperand, v: AttentionOperand, out: KernelizedOutput,
-        normaliser: KernelNormaliser, causal: Bool = false, logDecay: AttentionOperand? = nil
+        batch: Int, heads: Int, lq: Int, lk: Int, m: Int, dv: Int, features: KernelFeatureFill,
+        v: AttentionOperand, out: KernelizedOutput, normaliser: KernelNormaliser, causal: Bool = false,
+        logDecay: AttentionOperand? = nil
     ) {
         precondition(!causal || lq == lk, "causal kernelised attention needs lq == lk")
         precondition(logDecay == nil || causal, "a decay needs the causal form")
         if lq == 0 || dv == 0 { return }
-        let problems = batch * heads, t = max(1, min(chunk, lq))
-        // One problem: let BLAS have the threads; several: one problem per worker.
+        let problems = batch * heads, t = max(1, chunk)
+        // One problem: BLAS keeps its threads; several: one problem per worker.
         Threads.parallelFor(problems) { range in
             // Scratch as tensor storage, so `attend bench` counts it.
-            let size = m * dv + m + (causal ? t * t + t * m + t * dv + 3 * t : 0)
-            var scratch = Tensor(zeros: [max(size, 1)])
+            var scratch = Tensor(zeros: [m * dv + m + 2 * t * m + t * t + t * m + t * dv + 3 * t])
             scratch.withUnsafeMutableBufferPointer { buf in
-                let s = buf.baseAddress!, z = s + m * dv
+                let s = buf.baseAddress!, z = s + m * dv, qb = z + m, kb = qb + t * m, work = kb + t * m
                 for p in range {
                     let b = p / heads, h = p % heads
-                    let qp = q.pointer(b, h), kp = k.pointer(b, h), vp = v.pointer(b, h), op = out.pointer(b, h)
+                    let vp = v.pointer(b, h), op = out.pointer(b, h)
+                    let fill = { (start: Int, count: Int, query: Bool, dst: UnsafeMutablePointer<Float>) in
+                        features(b, h, start, count, query, dst)
+                    }
                     if causal {
-                        causalProblem(l: lq, m: m, dv: dv, t: t, q: qp, ldq: q.ld, k: kp, ldk: k.ld, v: vp, ldv: v.ld,
+                        causalProblem(l: lq, m: m, dv: dv, t: t, fill: fill, qb: qb, kb: kb, v: vp, ldv: v.ld,
                                       out: op, ldo: out.ld, normaliser: normaliser,
-                                      logDecay: logDecay.map { ($0.pointer(b, h), $0.ld) }, s: s, z: z, work: z + m)
+                                      logDecay: logDecay.map { ($0.pointer(b, h), $0.ld) }, s: s, z: z, work: work)
                     } else {
-                        nonCausalProblem(lq: lq, lk: lk, m: m, dv: dv, q: qp, ldq: q.ld, k: kp, ldk: k.ld, v: vp,
-                                         ldv: v.ld, out: op, ldo: out.ld, normaliser: normaliser, s: s, z: z)
+                        nonCausalProblem(lq: lq, lk: lk, m: m, dv: dv, t: t, fill: fill, qb: qb, kb: kb, v: vp, ldv: v.ld,
+                                         out: op, ldo: out.ld, normaliser: normaliser, s: s, z: z)
                     }
                 }
             }
         }
     }
 
-    /// S = φKᵀV, z = Σφk, out = φQ S / normaliser.
-    static func nonCausalProblem(lq: Int, lk: Int, m: Int, dv: Int, q: UnsafePointer<Float>, ldq: Int,
-                                 k: UnsafePointer<Float>, ldk: Int, v: UnsafePointer<Float>, ldv: Int,
-                                 out: UnsafeMutablePointer<Float>, ldo: Int, normaliser: KernelNormaliser,
-                                 s: UnsafeMutablePointer<Float>, z: UnsafeMutablePointer<Float>) {
-        // s (m×dv) = φKᵀ (m×lk) · V (lk×dv)
-        BLAS.gemm(transA: true, m: m, n: dv, k: lk, a: k, lda: ldk, b: v, ldb: ldv, c: s, ldc: dv)
+    /// The same on feature operands already in memory (φq lq×m, φk lk×m at their strides).
+    public static func forward(
+        batch: Int, heads: Int, lq: Int, lk: Int, m: Int, dv: Int,
+        q: AttentionOperand, k: AttentionOperand, v: AttentionOperand, out: KernelizedOutput,
+        normaliser: KernelNormaliser, causal: Bool = false, logDecay: AttentionOperand? = nil
+    ) {
+        forward(batch: batch, heads: heads, lq: lq, lk: lk, m: m, dv: dv, features: { b, h, start, count, query, dst in
+            let src = query ? q : k
+            let base = src.pointer(b, h) + start * src.ld
+            for r in 0..<count { (dst + r * m).update(from: base + r * src.ld, count: m) }
+        }, v: v, out: out, normaliser: normaliser, causal: causal, logDecay: logDecay)
+    }
+
+    typealias Fill = (Int, Int, Bool, UnsafeMutablePointer<Float>) -> Void
+
+    /// Keys chunk by chunk into S = φKᵀV, z = Σφk; then queries chunk by chunk: out = φQ S / normaliser.
+    static func nonCausalProblem(lq: Int, lk: Int, m: Int, dv: Int, t: Int, fill: Fill,
+                                 qb: UnsafeMutablePointer<Float>, kb: UnsafeMutablePointer<Float>,
+                                 v: UnsafePointer<Float>, ldv: Int, out: UnsafeMutablePointer<Float>, ldo: Int,
+                                 normaliser: KernelNormaliser, s: UnsafeMutablePointer<Float>, z: UnsafeMutablePointer<Float>) {
+        s.update(repeating: 0, count: m * dv)
         z.update(repeating: 0, count: m)
-        for j in 0..<lk { let row = k + j * ldk; for c in 0..<m { z[c] += row[c] } }
-        // out (lq×dv) = φQ (lq×m) · s (m×dv)
-        BLAS.gemm(m: lq, n: dv, k: m, a: q, lda: ldq, b: s, ldb: dv, c: out, ldc: ldo)
-        if normaliser == .none { return }
-        for i in 0..<lq {
-            let qi = q + i * ldq
-            var dot: Float = 0, qs: Float = 0
-            for c in 0..<m { dot += qi[c] * z[c]; qs += qi[c] }
-            let inv = 1 / normaliser.divisor(dot: dot, qSum: qs)
-            let oi = out + i * ldo
-            for c in 0..<dv { oi[c] *= inv }
+        var c0 = 0
+        while c0 < lk {
+            let r = min(t, lk - c0)
+            fill(c0, r, false, kb)
+            // s (m×dv) += φK_cᵀ (m×r) · V_c (r×dv)
+            BLAS.gemm(transA: true, m: m, n: dv, k: r, a: kb, lda: m, b: v + c0 * ldv, ldb: ldv, beta: 1, c: s, ldc: dv)
+            for j in 0..<r { let row = kb + j * m; for c in 0..<m { z[c] += row[c] } }
+            c0 += r
+        }
+        c0 = 0
+        while c0 < lq {
+            let r = min(t, lq - c0), oc = out + c0 * ldo
+            fill(c0, r, true, qb)
+            // out_c (r×dv) = φQ_c (r×m) · s (m×dv)
+            BLAS.gemm(m: r, n: dv, k: m, a: qb, lda: m, b: s, ldb: dv, c: oc, ldc: ldo)
+            if normaliser != .none {
+                for i in 0..<r {
+                    let qi = qb + i * m
+                    var dot: Float = 0, qs: Float = 0
+                    for c in 0..<m { dot += qi[c] * z[c]; qs += qi[c] }
+                    let inv = 1 / normaliser.divisor(dot: dot, qSum: qs)
+                    let oi = oc + i * ldo
+                    for c in 0..<dv { oi[c] *= inv }
+                }
+            }
+            c0 += r
         }
     }
 
     /// Chunked causal prefix sums for one problem. `work` holds t·t + t·m + t·dv + 3t floats.
-    static func causalProblem(l: Int, m: Int, dv: Int, t: Int, q: UnsafePointer<Float>, ldq: Int,
-                              k: UnsafePointer<Float>, ldk: Int, v: UnsafePointer<Float>, ldv: Int,
+    static func causalProblem(l: Int, m: Int, dv: Int, t: Int, fill: Fill,
+                              qb: UnsafeMutablePointer<Float>, kb: UnsafeMutablePointer<Float>,
+                              v: UnsafePointer<Float>, ldv: Int,
                               out: UnsafeMutablePointer<Float>, ldo: Int, normaliser: KernelNormaliser,
                               logDecay: (UnsafePointer<Float>, Int)?, s: UnsafeMutablePointer<Float>,
                               z: UnsafeMutablePointer<Float>, work: UnsafeMutablePointer<Float>) {
         let a = work, kw = a + t * t, tmp = kw + t * m, den = tmp + t * dv, cum = den + t, qz = cum + t
         s.update(repeating: 0, count: m * dv)
         z.update(repeating: 0, count: m)
+        let (qc, kc, ldq, ldk) = (UnsafePointer(qb), UnsafePointer(kb), m, m)
         var c0 = 0
         while c0 < l {
             let r = min(t, l - c0)
-            let qc = q + c0 * ldq, kc = k + c0 * ldk, vc = v + c0 * ldv, oc = out + c0 * ldo
+            fill(c0, r, true, qb)
+            fill(c0, r, false, kb)
+            let vc = v + c0 * ldv, oc = out + c0 * ldo
             // a (r×r) = φQ_c φK_cᵀ, then keep j ≤ i (with the decay Π_{j<t≤i} g_t).
             BLAS.gemm(transB: true, m: r, n: r, k: m, a: qc, lda: ldq, b: kc, ldb: ldk, c: a, ldc: r)
             if let (lg, stride) = logDecay {
@@ -296,6 +340,63 @@ extension KernelizedAttention {
 // MARK: - Helpers the kernelised sequence modules share
 
 extension KernelizedAttention {
+    /// Multi-head kernelised attention over streamed features: v N×L×(H·dv) straight from a
+    /// projection, optional logDecay N×H×L → N×L×(H·dv).
+    static func run(batch n: Int, heads: Int, length l: Int, m: Int, v: Tensor, normaliser: KernelNormaliser,
+                    causal: Bool, logDecay: Tensor? = nil, features: @escaping KernelFeatureFill) -> Tensor {
+        let cv = v.shape[2], dv = cv / heads
+        var out = Tensor(uninitialized: [n, l, cv])
+        v.withUnsafeBufferPointer { vp in
+            out.withUnsafeMutableBufferPointer { op in
+                let run = { (decay: AttentionOperand?) in
+                    forward(batch: n, heads: heads, lq: l, lk: l, m: m, dv: dv, features: features,
+                            v: .init(base: vp.baseAddress!, ld: cv, batchStride: l * cv, headStride: dv),
+                            out: .init(base: op.baseAddress!, ld: cv, batchStride: l * cv, headStride: dv),
+                            normaliser: normaliser, causal: causal, logDecay: decay)
+                }
+                if let logDecay {
+                    logDecay.withUnsafeBufferPointer { dp in
+                        run(.init(base: dp.baseAddress!, ld: 1, batchStride: heads * l, headStride: l))
+                    }
+                } else {
+                    run(nil)
+                }
+            }
+        }
+        return out   // N, L, H·dv
+    }
+
+    /// One query's implicit weights from streamed features (problem b, h; query position i):
+    /// O(L·m) memory for the one head's keys. logDecay N×H×L.
+    static func weights(features: KernelFeatureFill, batch b: Int, head h: Int, heads: Int, query i: Int, length l: Int,
+                        m: Int, normaliser: KernelNormaliser, causal: Bool, logDecay: Tensor? = nil) -> [Float] {
+        var q = [Float](repeating: 0, count: m), k = [Float](repeating: 0, count: l * m)
+        q.withUnsafeMutableBufferPointer { features(b, h, i, 1, true, $0.baseAddress!) }
+        k.withUnsafeMutableBufferPointer { kp in
+            var c0 = 0
+            while c0 < l { let r = min(chunk, l - c0); features(b, h, c0, r, false, kp.baseAddress! + c0 * m); c0 += r }
+        }
+        return q.withUnsafeBufferPointer { qp in
+            k.withUnsafeBufferPointer { kp in
+                if let logDecay {
+                    return logDecay.withUnsafeBufferPointer { dp in
+                        weights(query: qp.baseAddress!, keys: kp.baseAddress!, ldk: m, lk: l, m: m, normaliser: normaliser,
+                                visible: i + 1, logDecay: dp.baseAddress! + (b * heads + h) * l, decayStride: 1)
+                    }
+                }
+                return weights(query: qp.baseAddress!, keys: kp.baseAddress!, ldk: m, lk: l, m: m, normaliser: normaliser,
+                               visible: causal ? i + 1 : nil)
+            }
+        }
+    }
+
+    /// y = elu(x) + 1 on n values (vectorised exp).
+    static func eluPlusOne(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
+        for j in 0..<n { y[j] = min(x[j], 0) }
+        fa_exp(y, y, n)
+        for j in 0..<n where x[j] > 0 { y[j] = x[j] + 1 }
+    }
+
     /// N×L×(H·d) → N×H×L×d (heads as contiguous channel slices, as every reference splits them).
     static func splitHeads(_ x: Tensor, heads: Int) -> Tensor {
         let (n, l, c) = (x.shape[0], x.shape[1], x.shape[2])

@@ -124,67 +124,149 @@ public final class PerformerAttention: AttentionModule {
         return Tensor(shape: [rows, d], scalars: out)
     }
 
-    /// φ(Q), φ(K) (N×H×L×m) and V (N×L×H·d).
-    func features(_ x: Tensor) throws -> (q: Tensor, k: Tensor, v: Tensor) {
-        let q = KernelizedAttention.splitHeads(try toQ(x), heads: heads)   // N, H, L, d
-        let k = KernelizedAttention.splitHeads(try toK(x), heads: heads)   // N, H, L, d
-        let v = try toV(x)                                                 // N, L, H·d
+    /// Runs `body` with the feature producer over the projected queries and keys (N×L×(H·d),
+    /// read in place per head) and the values N×L×(H·d). `m` is the feature count per head.
+    func withFeatures<R>(_ x: Tensor, _ body: (@escaping KernelFeatureFill, Tensor, Int) -> R) throws -> R {
+        let q = try toQ(x), k = try toK(x), v = try toV(x)                 // N, L, H·d
+        let (n, l, d, ld, hs) = (x.shape[0], x.shape[1], dimHead, heads * dimHead, heads)
         if noProjection {
-            return (q.softmax(axis: -1), causal ? exp(k) : k.softmax(axis: -2), v)
+            // softmax(q) over features; keys: exp (causal) or softmax over positions, whose
+            // per-column max and sum are gathered first.
+            var colMax = [Float](repeating: -.infinity, count: n * hs * d), colSum = [Float](repeating: 0, count: n * hs * d)
+            k.withUnsafeBufferPointer { kp in
+                for b in 0..<n { for i in 0..<l { for c in 0..<ld {
+                    let idx = (b * hs + c / d) * d + c % d
+                    colMax[idx] = max(colMax[idx], kp[(b * l + i) * ld + c])
+                } } }
+                for b in 0..<n { for i in 0..<l { for c in 0..<ld {
+                    let idx = (b * hs + c / d) * d + c % d
+                    colSum[idx] += Foundation.exp(kp[(b * l + i) * ld + c] - colMax[idx])
+                } } }
+            }
+            let causal = self.causal
+            return q.withUnsafeBufferPointer { qp in
+                k.withUnsafeBufferPointer { kp in
+                    body({ b, h, start, count, query, dst in
+                        let src = (query ? qp : kp).baseAddress! + (b * l + start) * ld + h * d
+                        for r in 0..<count {
+                            let row = src + r * ld, out = dst + r * d
+                            if query {
+                                var mx = -Float.infinity
+                                for c in 0..<d { mx = max(mx, row[c]) }
+                                var sum: Float = 0
+                                for c in 0..<d { out[c] = Foundation.exp(row[c] - mx); sum += out[c] }
+                                for c in 0..<d { out[c] /= sum }
+                            } else if causal {
+                                for c in 0..<d { out[c] = Foundation.exp(row[c]) }
+                            } else {
+                                let base = (b * hs + h) * d
+                                for c in 0..<d { out[c] = Foundation.exp(row[c] - colMax[base + c]) / colSum[base + c] }
+                            }
+                        }
+                    }, v, d)
+                }
+            }
         }
-        if generalized {
-            let dn = Foundation.pow(Float(dimHead), -0.25)
-            let kernel = { (t: Tensor) in t.matmul(self.projectionMatrix, transposeOther: true, alpha: dn).map { max($0, 0) + 1e-3 } }
-            return (kernel(q), kernel(k), v)
+        let w = projectionMatrix, m = nbFeatures
+        let stab = generalized ? [] : Self.keyStabilisers(k, heads: hs, projection: w)
+        let generalized = self.generalized
+        return q.withUnsafeBufferPointer { qp in
+            k.withUnsafeBufferPointer { kp in
+                w.withUnsafeBufferPointer { wp in
+                    body({ b, h, start, count, query, dst in
+                        let src = (query ? qp : kp).baseAddress! + (b * l + start) * ld + h * d
+                        if generalized {
+                            Self.project(src, ld: ld, count: count, d: d, w: wp.baseAddress!, m: m, dst: dst)
+                            for j in 0..<(count * m) { dst[j] = max(dst[j], 0) + 1e-3 }
+                        } else {
+                            Self.softmaxFeatures(src, ld: ld, count: count, d: d, w: wp.baseAddress!, m: m,
+                                                 stab: query ? nil : stab[b * hs + h], eps: 1e-4, dst: dst)
+                        }
+                    }, v, m)
+                }
+            }
         }
-        return (Self.softmaxKernel(q, projection: projectionMatrix, isQuery: true),
-                Self.softmaxKernel(k, projection: projectionMatrix, isQuery: false), v)
     }
 
-    /// performer-pytorch `softmax_kernel`: x N×H×L×d → m^-½ (exp(x′Wᵀ − ‖x′‖²/2 − stab) + 1e-4),
-    /// x′ = d^-¼ x; stab = row max (queries) or the max over the whole (batch, head) (keys).
-    static func softmaxKernel(_ x: Tensor, projection w: Tensor, isQuery: Bool, eps: Float = 1e-4) -> Tensor {
-        let (n, h, l, d) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]), m = w.shape[0]
-        let dn = Foundation.pow(Float(d), -0.25), ratio = 1 / Float(m).squareRoot()
-        var u = x.matmul(w, transposeOther: true, alpha: dn)    // N, H, L, m
-        x.withUnsafeBufferPointer { xp in
-            u.withUnsafeMutableBufferPointer { up in
-                for p in 0..<(n * h) {
-                    let block = up.baseAddress! + p * l * m
-                    var stab = -Float.infinity
-                    if !isQuery { for i in 0..<(l * m) { stab = max(stab, block[i]) } }
-                    for i in 0..<l {
-                        let row = block + i * m, xi = xp.baseAddress! + (p * l + i) * d
-                        var sq: Float = 0
-                        for c in 0..<d { sq += xi[c] * xi[c] }
-                        let diag = sq / 2 * dn * dn
-                        var rowStab = stab
-                        if isQuery { rowStab = -.infinity; for j in 0..<m { rowStab = max(rowStab, row[j]) } }
-                        for j in 0..<m { row[j] = row[j] - diag - rowStab }
-                        fa_exp(row, row, m)
-                        for j in 0..<m { row[j] = ratio * (row[j] + eps) }
+    /// dst (count×m) = d^-¼ X (count×d, rows `ld` apart) · Wᵀ (W m×d).
+    static func project(_ x: UnsafePointer<Float>, ld: Int, count: Int, d: Int, w: UnsafePointer<Float>, m: Int,
+                        dst: UnsafeMutablePointer<Float>) {
+        BLAS.gemm(transB: true, m: count, n: m, k: d, alpha: Foundation.pow(Float(d), -0.25), a: x, lda: ld, b: w, ldb: d,
+                  c: dst, ldc: m)
+    }
+
+    /// performer-pytorch `softmax_kernel` on `count` rows: m^-½ (exp(u − ‖x′‖²/2 − stab) + eps),
+    /// u = x′Wᵀ, x′ = d^-¼ x; stab = the row's max (queries, `stab` nil) or the given value (keys:
+    /// the max over all positions and features of the batch item and head).
+    static func softmaxFeatures(_ x: UnsafePointer<Float>, ld: Int, count: Int, d: Int, w: UnsafePointer<Float>, m: Int,
+                                stab: Float?, eps: Float, dst: UnsafeMutablePointer<Float>) {
+        project(x, ld: ld, count: count, d: d, w: w, m: m, dst: dst)
+        let dn2 = 1 / Float(d).squareRoot(), ratio = 1 / Float(m).squareRoot()
+        for r in 0..<count {
+            let xi = x + r * ld, row = dst + r * m
+            var sq: Float = 0
+            for c in 0..<d { sq += xi[c] * xi[c] }
+            var st = -Float.infinity
+            if let stab { st = stab } else { for j in 0..<m { st = max(st, row[j]) } }
+            let shift = sq / 2 * dn2 + st
+            for j in 0..<m { row[j] -= shift }
+            fa_exp(row, row, m)
+            for j in 0..<m { row[j] = ratio * (row[j] + eps) }
+        }
+    }
+
+    /// The keys' stabilisers: max over positions and features of d^-¼ k Wᵀ, per batch item and
+    /// head (N·H values), streamed in chunks.
+    static func keyStabilisers(_ k: Tensor, heads: Int, projection w: Tensor) -> [Float] {
+        let (n, l, ld) = (k.shape[0], k.shape[1], k.shape[2]), d = ld / heads, m = w.shape[0]
+        var out = [Float](repeating: -.infinity, count: n * heads)
+        k.withUnsafeBufferPointer { kp in
+            w.withUnsafeBufferPointer { wp in
+                out.withUnsafeMutableBufferPointer { op in
+                    let outBase = op.baseAddress!
+                    Threads.parallelFor(n * heads) { range in
+                        let t = KernelizedAttention.chunk
+                        var u = [Float](repeating: 0, count: t * m)
+                        u.withUnsafeMutableBufferPointer { up in
+                            for p in range {
+                                let b = p / heads, h = p % heads
+                                var mx = -Float.infinity, c0 = 0
+                                while c0 < l {
+                                    let r = min(t, l - c0)
+                                    project(kp.baseAddress! + (b * l + c0) * ld + h * d, ld: ld, count: r, d: d,
+                                            w: wp.baseAddress!, m: m, dst: up.baseAddress!)
+                                    for j in 0..<(r * m) { mx = max(mx, up[j]) }
+                                    c0 += r
+                                }
+                                outBase[p] = mx
+                            }
+                        }
                     }
                 }
             }
         }
-        return u
+        return out
     }
 
     var normaliser: KernelNormaliser { causal ? .keySum(eps: 1e-6) : .denominator(eps: 0) }
 
     public func callAsFunction(_ x: Tensor) throws -> Tensor {
         try KernelizedAttention.checkTokens(x, channels: dim, module: Self.info.id)
-        let (q, k, v) = try features(x)
-        let y = KernelizedAttention.multiHead(phiQ: q, phiK: k, v: v, normaliser: normaliser, causal: causal)  // N, L, H·d
+        let y = try withFeatures(x) { phi, v, m in
+            KernelizedAttention.run(batch: x.shape[0], heads: heads, length: x.shape[1], m: m, v: v,
+                                    normaliser: normaliser, causal: causal, features: phi)   // N, L, H·d
+        }
         return try toOut(y)
     }
 
     public func attentionMap(_ x: Tensor, query: MapQuery) throws -> AttentionMap {
         try KernelizedAttention.checkTokens(x, channels: dim, module: Self.info.id)
         let i = try KernelizedAttention.checkQuery(query, length: x.shape[1], heads: heads, module: Self.info.id)
-        let (q, k, _) = try features(x.batchItem(0))
-        return KernelizedAttention.headMap(heads: heads, length: x.shape[1], head: query.head) { h in
-            KernelizedAttention.weights(phiQ: q, phiK: k, batch: 0, head: h, query: i, normaliser: normaliser, causal: causal)
+        return try withFeatures(x.batchItem(0)) { phi, _, m in
+            KernelizedAttention.headMap(heads: heads, length: x.shape[1], head: query.head) { h in
+                KernelizedAttention.weights(features: phi, batch: 0, head: h, heads: heads, query: i, length: x.shape[1],
+                                            m: m, normaliser: normaliser, causal: causal)
+            }
         }
     }
 }
