@@ -88,26 +88,63 @@ public enum KernelizedAttention {
         precondition(!causal || lq == lk, "causal kernelised attention needs lq == lk")
         precondition(logDecay == nil || causal, "a decay needs the causal form")
         if lq == 0 || dv == 0 { return }
-        let problems = batch * heads, t = max(1, chunk)
-        // One problem: BLAS keeps its threads; several: one problem per worker.
-        Threads.parallelFor(problems) { range in
-            // Scratch as tensor storage, so `attend bench` counts it.
-            var scratch = Tensor(zeros: [m * dv + m + 2 * t * m + t * t + t * m + t * dv + 3 * t])
+        let t = max(1, chunk)
+        // Work items: a batch item and a group of its heads. Each worker walks the positions
+        // chunk by chunk and, inside a chunk, its heads — so the rows a chunk's features come
+        // from are read once, while in cache, for all heads. Groups split the heads only as far
+        // as the threads need; a single item leaves BLAS its threads.
+        let groups = min(heads, max(1, Threads.count / max(batch, 1)))
+        Threads.parallelFor(batch * groups) { range in
+            let most = (heads + groups - 1) / groups
+            // Scratch as tensor storage, so `attend bench` counts it: per head S (m×dv) and z (m),
+            // then shared chunk buffers.
+            var scratch = Tensor(zeros: [most * (m * dv + m) + 2 * t * m + t * t + t * m + t * dv + 3 * t])
             scratch.withUnsafeMutableBufferPointer { buf in
-                let s = buf.baseAddress!, z = s + m * dv, qb = z + m, kb = qb + t * m, work = kb + t * m
-                for p in range {
-                    let b = p / heads, h = p % heads
-                    let vp = v.pointer(b, h), op = out.pointer(b, h)
-                    let fill = { (start: Int, count: Int, query: Bool, dst: UnsafeMutablePointer<Float>) in
-                        features(b, h, start, count, query, dst)
+                let states = buf.baseAddress!, qb = states + most * (m * dv + m), kb = qb + t * m, work = kb + t * m
+                for item in range {
+                    let b = item / groups, g = item % groups
+                    let hs = (heads * g / groups)..<(heads * (g + 1) / groups)
+                    func state(_ h: Int) -> (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) {
+                        let sp = states + (h - hs.lowerBound) * (m * dv + m)
+                        return (sp, sp + m * dv)
                     }
+                    states.update(repeating: 0, count: hs.count * (m * dv + m))
                     if causal {
-                        causalProblem(l: lq, m: m, dv: dv, t: t, fill: fill, qb: qb, kb: kb, v: vp, ldv: v.ld,
-                                      out: op, ldo: out.ld, normaliser: normaliser,
-                                      logDecay: logDecay.map { ($0.pointer(b, h), $0.ld) }, s: s, z: z, work: work)
+                        var c0 = 0
+                        while c0 < lq {
+                            let r = min(t, lq - c0)
+                            for h in hs {
+                                let (sp, zp) = state(h)
+                                features(b, h, c0, r, true, qb)
+                                features(b, h, c0, r, false, kb)
+                                causalChunk(c0: c0, r: r, m: m, dv: dv, t: t, qc: qb, kc: kb, vc: v.pointer(b, h) + c0 * v.ld,
+                                            ldv: v.ld, oc: out.pointer(b, h) + c0 * out.ld, ldo: out.ld, normaliser: normaliser,
+                                            logDecay: logDecay.map { ($0.pointer(b, h), $0.ld) }, s: sp, z: zp, work: work)
+                            }
+                            c0 += r
+                        }
                     } else {
-                        nonCausalProblem(lq: lq, lk: lk, m: m, dv: dv, t: t, fill: fill, qb: qb, kb: kb, v: vp, ldv: v.ld,
-                                         out: op, ldo: out.ld, normaliser: normaliser, s: s, z: z)
+                        var c0 = 0
+                        while c0 < lk {
+                            let r = min(t, lk - c0)
+                            for h in hs {
+                                let (sp, zp) = state(h)
+                                features(b, h, c0, r, false, kb)
+                                accumulateKeys(r: r, m: m, dv: dv, kc: kb, vc: v.pointer(b, h) + c0 * v.ld, ldv: v.ld, s: sp, z: zp)
+                            }
+                            c0 += r
+                        }
+                        c0 = 0
+                        while c0 < lq {
+                            let r = min(t, lq - c0)
+                            for h in hs {
+                                let (sp, zp) = state(h)
+                                features(b, h, c0, r, true, qb)
+                                readQueries(r: r, m: m, dv: dv, qc: qb, oc: out.pointer(b, h) + c0 * out.ld, ldo: out.ld,
+                                            normaliser: normaliser, s: sp, z: zp)
+                            }
+                            c0 += r
+                        }
                     }
                 }
             }
@@ -127,120 +164,96 @@ public enum KernelizedAttention {
         }, v: v, out: out, normaliser: normaliser, causal: causal, logDecay: logDecay)
     }
 
-    typealias Fill = (Int, Int, Bool, UnsafeMutablePointer<Float>) -> Void
+    /// Non-causal, one chunk of r keys (φK_c r×m, V_c): S += φK_cᵀV_c, z += Σφk.
+    static func accumulateKeys(r: Int, m: Int, dv: Int, kc: UnsafePointer<Float>, vc: UnsafePointer<Float>, ldv: Int,
+                               s: UnsafeMutablePointer<Float>, z: UnsafeMutablePointer<Float>) {
+        // s (m×dv) += φK_cᵀ (m×r) · V_c (r×dv)
+        BLAS.gemm(transA: true, m: m, n: dv, k: r, a: kc, lda: m, b: vc, ldb: ldv, beta: 1, c: s, ldc: dv)
+        for j in 0..<r { let row = kc + j * m; for c in 0..<m { z[c] += row[c] } }
+    }
 
-    /// Keys chunk by chunk into S = φKᵀV, z = Σφk; then queries chunk by chunk: out = φQ S / normaliser.
-    static func nonCausalProblem(lq: Int, lk: Int, m: Int, dv: Int, t: Int, fill: Fill,
-                                 qb: UnsafeMutablePointer<Float>, kb: UnsafeMutablePointer<Float>,
-                                 v: UnsafePointer<Float>, ldv: Int, out: UnsafeMutablePointer<Float>, ldo: Int,
-                                 normaliser: KernelNormaliser, s: UnsafeMutablePointer<Float>, z: UnsafeMutablePointer<Float>) {
-        s.update(repeating: 0, count: m * dv)
-        z.update(repeating: 0, count: m)
-        var c0 = 0
-        while c0 < lk {
-            let r = min(t, lk - c0)
-            fill(c0, r, false, kb)
-            // s (m×dv) += φK_cᵀ (m×r) · V_c (r×dv)
-            BLAS.gemm(transA: true, m: m, n: dv, k: r, a: kb, lda: m, b: v + c0 * ldv, ldb: ldv, beta: 1, c: s, ldc: dv)
-            for j in 0..<r { let row = kb + j * m; for c in 0..<m { z[c] += row[c] } }
-            c0 += r
-        }
-        c0 = 0
-        while c0 < lq {
-            let r = min(t, lq - c0), oc = out + c0 * ldo
-            fill(c0, r, true, qb)
-            // out_c (r×dv) = φQ_c (r×m) · s (m×dv)
-            BLAS.gemm(m: r, n: dv, k: m, a: qb, lda: m, b: s, ldb: dv, c: oc, ldc: ldo)
-            if normaliser != .none {
-                for i in 0..<r {
-                    let qi = qb + i * m
-                    var dot: Float = 0, qs: Float = 0
-                    for c in 0..<m { dot += qi[c] * z[c]; qs += qi[c] }
-                    let inv = 1 / normaliser.divisor(dot: dot, qSum: qs)
-                    let oi = oc + i * ldo
-                    for c in 0..<dv { oi[c] *= inv }
-                }
-            }
-            c0 += r
+    /// Non-causal, one chunk of r queries: out_c = φQ_c S / normaliser(φQ_c·z).
+    static func readQueries(r: Int, m: Int, dv: Int, qc: UnsafePointer<Float>, oc: UnsafeMutablePointer<Float>, ldo: Int,
+                            normaliser: KernelNormaliser, s: UnsafePointer<Float>, z: UnsafePointer<Float>) {
+        // out_c (r×dv) = φQ_c (r×m) · s (m×dv)
+        BLAS.gemm(m: r, n: dv, k: m, a: qc, lda: m, b: s, ldb: dv, c: oc, ldc: ldo)
+        if normaliser == .none { return }
+        for i in 0..<r {
+            let qi = qc + i * m
+            var dot: Float = 0, qs: Float = 0
+            for c in 0..<m { dot += qi[c] * z[c]; qs += qi[c] }
+            let inv = 1 / normaliser.divisor(dot: dot, qSum: qs)
+            let oi = oc + i * ldo
+            for c in 0..<dv { oi[c] *= inv }
         }
     }
 
-    /// Chunked causal prefix sums for one problem. `work` holds t·t + t·m + t·dv + 3t floats.
-    static func causalProblem(l: Int, m: Int, dv: Int, t: Int, fill: Fill,
-                              qb: UnsafeMutablePointer<Float>, kb: UnsafeMutablePointer<Float>,
-                              v: UnsafePointer<Float>, ldv: Int,
-                              out: UnsafeMutablePointer<Float>, ldo: Int, normaliser: KernelNormaliser,
-                              logDecay: (UnsafePointer<Float>, Int)?, s: UnsafeMutablePointer<Float>,
-                              z: UnsafeMutablePointer<Float>, work: UnsafeMutablePointer<Float>) {
+    /// Causal, one chunk of r positions from c0: the intra-chunk lower-triangular part by a
+    /// T×T GEMM, everything before through the state, then the state update. `work` holds
+    /// t·t + t·m + t·dv + 3t floats.
+    static func causalChunk(c0: Int, r: Int, m: Int, dv: Int, t: Int, qc: UnsafePointer<Float>, kc: UnsafePointer<Float>,
+                            vc: UnsafePointer<Float>, ldv: Int, oc: UnsafeMutablePointer<Float>, ldo: Int,
+                            normaliser: KernelNormaliser, logDecay: (UnsafePointer<Float>, Int)?,
+                            s: UnsafeMutablePointer<Float>, z: UnsafeMutablePointer<Float>, work: UnsafeMutablePointer<Float>) {
         let a = work, kw = a + t * t, tmp = kw + t * m, den = tmp + t * dv, cum = den + t, qz = cum + t
-        s.update(repeating: 0, count: m * dv)
-        z.update(repeating: 0, count: m)
-        let (qc, kc, ldq, ldk) = (UnsafePointer(qb), UnsafePointer(kb), m, m)
-        var c0 = 0
-        while c0 < l {
-            let r = min(t, l - c0)
-            fill(c0, r, true, qb)
-            fill(c0, r, false, kb)
-            let vc = v + c0 * ldv, oc = out + c0 * ldo
-            // a (r×r) = φQ_c φK_cᵀ, then keep j ≤ i (with the decay Π_{j<t≤i} g_t).
-            BLAS.gemm(transB: true, m: r, n: r, k: m, a: qc, lda: ldq, b: kc, ldb: ldk, c: a, ldc: r)
-            if let (lg, stride) = logDecay {
-                var acc: Float = 0
-                for i in 0..<r { acc += lg[(c0 + i) * stride]; cum[i] = acc }
-            }
-            for i in 0..<r {
-                let row = a + i * r
-                if i + 1 < r { (row + i + 1).update(repeating: 0, count: r - i - 1) }
-                if logDecay != nil { for j in 0...i { row[j] *= Foundation.exp(cum[i] - cum[j]) } }
-                var sum: Float = 0
-                for j in 0...i { sum += row[j] }
-                den[i] = sum
-            }
-            // out_c (r×dv) = a V_c
-            BLAS.gemm(m: r, n: dv, k: r, a: a, lda: r, b: vc, ldb: ldv, c: oc, ldc: ldo)
-            if c0 > 0 {
-                // Everything before the chunk, through the state: φQ_c S and φQ_c·z.
-                BLAS.gemm(m: r, n: 1, k: m, a: qc, lda: ldq, b: z, ldb: 1, c: qz, ldc: 1)
-                if logDecay == nil {
-                    BLAS.gemm(m: r, n: dv, k: m, a: qc, lda: ldq, b: s, ldb: dv, beta: 1, c: oc, ldc: ldo)
-                    for i in 0..<r { den[i] += qz[i] }
-                } else {
-                    BLAS.gemm(m: r, n: dv, k: m, a: qc, lda: ldq, b: s, ldb: dv, c: tmp, ldc: dv)
-                    for i in 0..<r {
-                        let g = Foundation.exp(cum[i]), oi = oc + i * ldo, ti = tmp + i * dv
-                        for c in 0..<dv { oi[c] += g * ti[c] }
-                        den[i] += g * qz[i]
-                    }
-                }
-            }
-            if normaliser != .none {
-                for i in 0..<r {
-                    let qi = qc + i * ldq
-                    let inv = 1 / normaliser.divisor(dot: den[i], qSum: {
-                        var qs: Float = 0
-                        for c in 0..<m { qs += qi[c] }
-                        return qs
-                    }())
-                    let oi = oc + i * ldo
-                    for c in 0..<dv { oi[c] *= inv }
-                }
-            }
-            // State update: S ← G·S + Σ_j w_j φk_j v_jᵀ, z ← G·z + Σ_j w_j φk_j, with
-            // G = Π_chunk g and w_j = Π_{j<t≤end} g_t (1 without a decay).
+        let (ldq, ldk) = (m, m)
+        // a (r×r) = φQ_c φK_cᵀ, then keep j ≤ i (with the decay Π_{j<t≤i} g_t).
+        BLAS.gemm(transB: true, m: r, n: r, k: m, a: qc, lda: ldq, b: kc, ldb: ldk, c: a, ldc: r)
+        if let (lg, stride) = logDecay {
+            var acc: Float = 0
+            for i in 0..<r { acc += lg[(c0 + i) * stride]; cum[i] = acc }
+        }
+        for i in 0..<r {
+            let row = a + i * r
+            if i + 1 < r { (row + i + 1).update(repeating: 0, count: r - i - 1) }
+            if logDecay != nil { for j in 0...i { row[j] *= Foundation.exp(cum[i] - cum[j]) } }
+            var sum: Float = 0
+            for j in 0...i { sum += row[j] }
+            den[i] = sum
+        }
+        // out_c (r×dv) = a V_c
+        BLAS.gemm(m: r, n: dv, k: r, a: a, lda: r, b: vc, ldb: ldv, c: oc, ldc: ldo)
+        if c0 > 0 {
+            // Everything before the chunk, through the state: φQ_c S and φQ_c·z.
+            BLAS.gemm(m: r, n: 1, k: m, a: qc, lda: ldq, b: z, ldb: 1, c: qz, ldc: 1)
             if logDecay == nil {
-                BLAS.gemm(transA: true, m: m, n: dv, k: r, a: kc, lda: ldk, b: vc, ldb: ldv, beta: 1, c: s, ldc: dv)
-                for j in 0..<r { let row = kc + j * ldk; for c in 0..<m { z[c] += row[c] } }
+                BLAS.gemm(m: r, n: dv, k: m, a: qc, lda: ldq, b: s, ldb: dv, beta: 1, c: oc, ldc: ldo)
+                for i in 0..<r { den[i] += qz[i] }
             } else {
-                let last = cum[r - 1], g = Foundation.exp(last)
-                for c in 0..<(m * dv) { s[c] *= g }
-                for c in 0..<m { z[c] *= g }
-                for j in 0..<r {
-                    let w = Foundation.exp(last - cum[j]), src = kc + j * ldk, dst = kw + j * m
-                    for c in 0..<m { dst[c] = w * src[c]; z[c] += dst[c] }
+                BLAS.gemm(m: r, n: dv, k: m, a: qc, lda: ldq, b: s, ldb: dv, c: tmp, ldc: dv)
+                for i in 0..<r {
+                    let g = Foundation.exp(cum[i]), oi = oc + i * ldo, ti = tmp + i * dv
+                    for c in 0..<dv { oi[c] += g * ti[c] }
+                    den[i] += g * qz[i]
                 }
-                BLAS.gemm(transA: true, m: m, n: dv, k: r, a: kw, lda: m, b: vc, ldb: ldv, beta: 1, c: s, ldc: dv)
             }
-            c0 += r
+        }
+        if normaliser != .none {
+            for i in 0..<r {
+                let qi = qc + i * ldq
+                let inv = 1 / normaliser.divisor(dot: den[i], qSum: {
+                    var qs: Float = 0
+                    for c in 0..<m { qs += qi[c] }
+                    return qs
+                }())
+                let oi = oc + i * ldo
+                for c in 0..<dv { oi[c] *= inv }
+            }
+        }
+        // State update: S ← G·S + Σ_j w_j φk_j v_jᵀ, z ← G·z + Σ_j w_j φk_j, with
+        // G = Π_chunk g and w_j = Π_{j<t≤end} g_t (1 without a decay).
+        if logDecay == nil {
+            BLAS.gemm(transA: true, m: m, n: dv, k: r, a: kc, lda: ldk, b: vc, ldb: ldv, beta: 1, c: s, ldc: dv)
+            for j in 0..<r { let row = kc + j * ldk; for c in 0..<m { z[c] += row[c] } }
+        } else {
+            let last = cum[r - 1], g = Foundation.exp(last)
+            for c in 0..<(m * dv) { s[c] *= g }
+            for c in 0..<m { z[c] *= g }
+            for j in 0..<r {
+                let w = Foundation.exp(last - cum[j]), src = kc + j * ldk, dst = kw + j * m
+                for c in 0..<m { dst[c] = w * src[c]; z[c] += dst[c] }
+            }
+            BLAS.gemm(transA: true, m: m, n: dv, k: r, a: kw, lda: m, b: vc, ldb: ldv, beta: 1, c: s, ldc: dv)
         }
     }
 
