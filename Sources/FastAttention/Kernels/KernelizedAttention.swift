@@ -403,6 +403,20 @@ extension KernelizedAttention {
         }
     }
 
+    /// One head's slice of a projection, for `count` token rows: dst (count×d) = X (count×C,
+    /// rows `ldx` apart) · W[h·d..<(h+1)·d, :]ᵀ + b[h·d..<(h+1)·d] (W out×C, as nn.Linear).
+    /// Feature producers project inside the chunk this way, so no N×L×(H·d) query or key
+    /// tensor is materialised and the chunk's input rows stay in cache for every head.
+    static func projectHead(_ x: UnsafePointer<Float>, ldx: Int, count: Int, channels c: Int,
+                            weight w: UnsafePointer<Float>, bias: UnsafePointer<Float>?, head h: Int, width d: Int,
+                            dst: UnsafeMutablePointer<Float>) {
+        if let bias {
+            for r in 0..<count { (dst + r * d).update(from: bias + h * d, count: d) }
+        }
+        BLAS.gemm(transB: true, m: count, n: d, k: c, a: x, lda: ldx, b: w + h * d * c, ldb: c,
+                  beta: bias == nil ? 0 : 1, c: dst, ldc: d)
+    }
+
     /// y = elu(x) + 1 on n values (vectorised exp).
     static func eluPlusOne(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
         for j in 0..<n { y[j] = min(x[j], 0) }
@@ -447,5 +461,17 @@ extension KernelizedAttention {
         }
         return AttentionMap(kind: .perQuery, values: Tensor(shape: [1, 1, l], scalars: w),
                             labels: [head.map { "\(label), head \($0)" } ?? "\(label), mean of \(heads) heads"])
+    }
+}
+
+extension Linear {
+    /// The weight (out×in) and bias pointers, for feature producers that project inside a chunk.
+    func withWeightPointers<R>(_ body: (UnsafePointer<Float>, UnsafePointer<Float>?) -> R) -> R {
+        weight.withUnsafeBufferPointer { wp in
+            if let bias {
+                return bias.withUnsafeBufferPointer { bp in body(wp.baseAddress!, bp.baseAddress!) }
+            }
+            return body(wp.baseAddress!, nil)
+        }
     }
 }

@@ -83,17 +83,21 @@ public final class LinearTransformerAttention: AttentionModule {
 
     var normaliser: KernelNormaliser { .denominator(eps: eps) }
 
-    /// Runs `body` with the feature producer φ = elu + 1 over the projected queries and keys
-    /// (N×L×(H·d_keys), read in place per head) and the values N×L×(H·d_values).
+    /// Runs `body` with the feature producer φ = elu + 1 (projecting each chunk's rows of x per
+    /// head inside the producer) and the values N×L×(H·d_values).
     func withFeatures<R>(_ x: Tensor, _ body: (@escaping KernelFeatureFill, Tensor) -> R) throws -> R {
-        let q = try queryProjection(x), k = try keyProjection(x), v = try valueProjection(x)   // N, L, H·d
-        let (l, ld, dk) = (x.shape[1], nHeads * dKeys, dKeys)
-        return q.withUnsafeBufferPointer { qp in
-            k.withUnsafeBufferPointer { kp in
-                body({ b, h, start, count, query, dst in
-                    let src = (query ? qp : kp).baseAddress! + (b * l + start) * ld + h * dk
-                    for r in 0..<count { KernelizedAttention.eluPlusOne(src + r * ld, dst + r * dk, dk) }
-                }, v)
+        let v = try valueProjection(x)                                      // N, L, H·dv
+        let (l, c, dk) = (x.shape[1], dModel, dKeys)
+        return x.withUnsafeBufferPointer { xp in
+            queryProjection.withWeightPointers { wq, bq in
+                keyProjection.withWeightPointers { wk, bk in
+                    body({ b, h, start, count, query, dst in
+                        var t = [Float](repeating: 0, count: count * dk)
+                        KernelizedAttention.projectHead(xp.baseAddress! + (b * l + start) * c, ldx: c, count: count, channels: c,
+                                                        weight: query ? wq : wk, bias: query ? bq : bk, head: h, width: dk, dst: &t)
+                        KernelizedAttention.eluPlusOne(t, dst, count * dk)
+                    }, v)
+                }
             }
         }
     }

@@ -124,68 +124,89 @@ public final class PerformerAttention: AttentionModule {
         return Tensor(shape: [rows, d], scalars: out)
     }
 
-    /// Runs `body` with the feature producer over the projected queries and keys (N×L×(H·d),
-    /// read in place per head) and the values N×L×(H·d). `m` is the feature count per head.
+    /// Runs `body` with the feature producer (projecting each chunk's rows of x per head inside
+    /// it), the values N×L×(H·d) and the feature count per head.
     func withFeatures<R>(_ x: Tensor, _ body: (@escaping KernelFeatureFill, Tensor, Int) -> R) throws -> R {
-        let q = try toQ(x), k = try toK(x), v = try toV(x)                 // N, L, H·d
-        let (n, l, d, ld, hs) = (x.shape[0], x.shape[1], dimHead, heads * dimHead, heads)
-        if noProjection {
-            // softmax(q) over features; keys: exp (causal) or softmax over positions, whose
-            // per-column max and sum are gathered first.
-            var colMax = [Float](repeating: -.infinity, count: n * hs * d), colSum = [Float](repeating: 0, count: n * hs * d)
-            k.withUnsafeBufferPointer { kp in
-                for b in 0..<n { for i in 0..<l { for c in 0..<ld {
-                    let idx = (b * hs + c / d) * d + c % d
-                    colMax[idx] = max(colMax[idx], kp[(b * l + i) * ld + c])
-                } } }
-                for b in 0..<n { for i in 0..<l { for c in 0..<ld {
-                    let idx = (b * hs + c / d) * d + c % d
-                    colSum[idx] += Foundation.exp(kp[(b * l + i) * ld + c] - colMax[idx])
-                } } }
-            }
-            let causal = self.causal
-            return q.withUnsafeBufferPointer { qp in
-                k.withUnsafeBufferPointer { kp in
-                    body({ b, h, start, count, query, dst in
-                        let src = (query ? qp : kp).baseAddress! + (b * l + start) * ld + h * d
-                        for r in 0..<count {
-                            let row = src + r * ld, out = dst + r * d
-                            if query {
-                                var mx = -Float.infinity
-                                for c in 0..<d { mx = max(mx, row[c]) }
-                                var sum: Float = 0
-                                for c in 0..<d { out[c] = Foundation.exp(row[c] - mx); sum += out[c] }
-                                for c in 0..<d { out[c] /= sum }
-                            } else if causal {
-                                for c in 0..<d { out[c] = Foundation.exp(row[c]) }
+        let v = try toV(x)                                                  // N, L, H·d
+        let (n, l, d, c, hs, m) = (x.shape[0], x.shape[1], dimHead, dim, heads, nbFeatures)
+        let (causal, generalized, noProjection) = (self.causal, self.generalized, self.noProjection)
+        return x.withUnsafeBufferPointer { xp in
+            toQ.withWeightPointers { wq, bq in
+                toK.withWeightPointers { wk, bk in
+                    projectionMatrix.withUnsafeBufferPointer { pp in
+                        // One head's q or k rows (count×d) of batch item b from position start.
+                        let rows = { (b: Int, h: Int, start: Int, count: Int, query: Bool, dst: UnsafeMutablePointer<Float>) in
+                            KernelizedAttention.projectHead(xp.baseAddress! + (b * l + start) * c, ldx: c, count: count,
+                                                            channels: c, weight: query ? wq : wk, bias: query ? bq : bk,
+                                                            head: h, width: d, dst: dst)
+                        }
+                        if noProjection {
+                            // softmax(q) over features; keys: exp (causal) or softmax over positions,
+                            // whose per-column max and sum are gathered first.
+                            let (colMax, colSum) = causal ? ([], []) : Self.columnSoftmaxStatistics(n: n, heads: hs, l: l, d: d, rows: rows)
+                            return body({ b, h, start, count, query, dst in
+                                rows(b, h, start, count, query, dst)
+                                for r in 0..<count {
+                                    let out = dst + r * d
+                                    if query {
+                                        var mx = -Float.infinity
+                                        for j in 0..<d { mx = max(mx, out[j]) }
+                                        var sum: Float = 0
+                                        for j in 0..<d { out[j] = Foundation.exp(out[j] - mx); sum += out[j] }
+                                        for j in 0..<d { out[j] /= sum }
+                                    } else if causal {
+                                        for j in 0..<d { out[j] = Foundation.exp(out[j]) }
+                                    } else {
+                                        let base = (b * hs + h) * d
+                                        for j in 0..<d { out[j] = Foundation.exp(out[j] - colMax[base + j]) / colSum[base + j] }
+                                    }
+                                }
+                            }, v, d)
+                        }
+                        let w = pp.baseAddress!
+                        let stab = generalized ? [] : Self.keyStabilisers(n: n, heads: hs, l: l, d: d, w: w, m: m, rows: rows)
+                        return body({ b, h, start, count, query, dst in
+                            var xr = [Float](repeating: 0, count: count * d)
+                            rows(b, h, start, count, query, &xr)
+                            if generalized {
+                                Self.project(xr, ld: d, count: count, d: d, w: w, m: m, dst: dst)
+                                for j in 0..<(count * m) { dst[j] = max(dst[j], 0) + 1e-3 }
                             } else {
-                                let base = (b * hs + h) * d
-                                for c in 0..<d { out[c] = Foundation.exp(row[c] - colMax[base + c]) / colSum[base + c] }
+                                Self.softmaxFeatures(xr, ld: d, count: count, d: d, w: w, m: m,
+                                                     stab: query ? nil : stab[b * hs + h], eps: 1e-4, dst: dst)
                             }
-                        }
-                    }, v, d)
+                        }, v, m)
+                    }
                 }
             }
         }
-        let w = projectionMatrix, m = nbFeatures
-        let stab = generalized ? [] : Self.keyStabilisers(k, heads: hs, projection: w)
-        let generalized = self.generalized
-        return q.withUnsafeBufferPointer { qp in
-            k.withUnsafeBufferPointer { kp in
-                w.withUnsafeBufferPointer { wp in
-                    body({ b, h, start, count, query, dst in
-                        let src = (query ? qp : kp).baseAddress! + (b * l + start) * ld + h * d
-                        if generalized {
-                            Self.project(src, ld: ld, count: count, d: d, w: wp.baseAddress!, m: m, dst: dst)
-                            for j in 0..<(count * m) { dst[j] = max(dst[j], 0) + 1e-3 }
-                        } else {
-                            Self.softmaxFeatures(src, ld: ld, count: count, d: d, w: wp.baseAddress!, m: m,
-                                                 stab: query ? nil : stab[b * hs + h], eps: 1e-4, dst: dst)
+    }
+
+    typealias HeadRows = (Int, Int, Int, Int, Bool, UnsafeMutablePointer<Float>) -> Void
+
+    /// Per batch item, head and key column: the max over positions and Σ exp(k − max) (for
+    /// no_projection's softmax over positions), streamed in chunks.
+    static func columnSoftmaxStatistics(n: Int, heads: Int, l: Int, d: Int, rows: HeadRows) -> ([Float], [Float]) {
+        var mx = [Float](repeating: -.infinity, count: n * heads * d), sum = [Float](repeating: 0, count: n * heads * d)
+        let t = KernelizedAttention.chunk
+        var buf = [Float](repeating: 0, count: t * d)
+        for p in 0..<(n * heads) {
+            for pass in 0..<2 {
+                var c0 = 0
+                while c0 < l {
+                    let r = min(t, l - c0)
+                    buf.withUnsafeMutableBufferPointer { rows(p / heads, p % heads, c0, r, false, $0.baseAddress!) }
+                    for i in 0..<r {
+                        for j in 0..<d {
+                            if pass == 0 { mx[p * d + j] = max(mx[p * d + j], buf[i * d + j]) }
+                            else { sum[p * d + j] += Foundation.exp(buf[i * d + j] - mx[p * d + j]) }
                         }
-                    }, v, m)
+                    }
+                    c0 += r
                 }
             }
         }
+        return (mx, sum)
     }
 
     /// dst (count×m) = d^-¼ X (count×d, rows `ld` apart) · Wᵀ (W m×d).
@@ -216,32 +237,24 @@ public final class PerformerAttention: AttentionModule {
     }
 
     /// The keys' stabilisers: max over positions and features of d^-¼ k Wᵀ, per batch item and
-    /// head (N·H values), streamed in chunks.
-    static func keyStabilisers(_ k: Tensor, heads: Int, projection w: Tensor) -> [Float] {
-        let (n, l, ld) = (k.shape[0], k.shape[1], k.shape[2]), d = ld / heads, m = w.shape[0]
+    /// head (N·H values), streamed in chunks (`rows` projects one head's key rows).
+    static func keyStabilisers(n: Int, heads: Int, l: Int, d: Int, w: UnsafePointer<Float>, m: Int, rows: HeadRows) -> [Float] {
         var out = [Float](repeating: -.infinity, count: n * heads)
-        k.withUnsafeBufferPointer { kp in
-            w.withUnsafeBufferPointer { wp in
-                out.withUnsafeMutableBufferPointer { op in
-                    let outBase = op.baseAddress!
-                    Threads.parallelFor(n * heads) { range in
-                        let t = KernelizedAttention.chunk
-                        var u = [Float](repeating: 0, count: t * m)
-                        u.withUnsafeMutableBufferPointer { up in
-                            for p in range {
-                                let b = p / heads, h = p % heads
-                                var mx = -Float.infinity, c0 = 0
-                                while c0 < l {
-                                    let r = min(t, l - c0)
-                                    project(kp.baseAddress! + (b * l + c0) * ld + h * d, ld: ld, count: r, d: d,
-                                            w: wp.baseAddress!, m: m, dst: up.baseAddress!)
-                                    for j in 0..<(r * m) { mx = max(mx, up[j]) }
-                                    c0 += r
-                                }
-                                outBase[p] = mx
-                            }
-                        }
+        out.withUnsafeMutableBufferPointer { op in
+            let outBase = op.baseAddress!
+            Threads.parallelFor(n * heads) { range in
+                let t = KernelizedAttention.chunk
+                var u = [Float](repeating: 0, count: t * m), xr = [Float](repeating: 0, count: t * d)
+                for p in range {
+                    var mx = -Float.infinity, c0 = 0
+                    while c0 < l {
+                        let r = min(t, l - c0)
+                        xr.withUnsafeMutableBufferPointer { rows(p / heads, p % heads, c0, r, false, $0.baseAddress!) }
+                        project(xr, ld: d, count: r, d: d, w: w, m: m, dst: &u)
+                        for j in 0..<(r * m) { mx = max(mx, u[j]) }
+                        c0 += r
                     }
+                    outBase[p] = mx
                 }
             }
         }

@@ -103,54 +103,61 @@ public final class PerformerFavorAttention: AttentionModule {
         toOut = Linear(p.scoped("to_out"), inFeatures: inner, outFeatures: dim, bias: config.bool("attn_out_bias"))
     }
 
-    /// Runs `body` with the feature producer over the projected queries and keys (N×L×(H·d),
-    /// read in place per head), the values N×L×(H·d) and the feature count per head.
+    /// Runs `body` with the feature producer (projecting each chunk's rows of x per head inside
+    /// it), the values N×L×(H·d) and the feature count per head.
     func withFeatures<R>(_ x: Tensor, _ body: (@escaping KernelFeatureFill, Tensor, Int) -> R) throws -> R {
-        let q = try toQ(x), k = try toK(x), v = try toV(x)                 // N, L, H·d
-        let (l, d, ld, hs, m, eps) = (x.shape[1], dimHead, heads * dimHead, heads, nbFeatures, stabilizer)
-        let w = projectionMatrix
-        if nonnegative {
-            let stab = PerformerAttention.keyStabilisers(k, heads: hs, projection: w)
-            return q.withUnsafeBufferPointer { qp in
-                k.withUnsafeBufferPointer { kp in
-                    w.withUnsafeBufferPointer { wp in
-                        body({ b, h, start, count, query, dst in
-                            let src = (query ? qp : kp).baseAddress! + (b * l + start) * ld + h * d
-                            PerformerAttention.softmaxFeatures(src, ld: ld, count: count, d: d, w: wp.baseAddress!, m: m,
-                                                               stab: query ? nil : stab[b * hs + h], eps: eps, dst: dst)
-                        }, v, m)
+        let v = try toV(x)                                                  // N, L, H·d
+        let (n, l, d, c, hs, m, eps, nonnegative) = (x.shape[0], x.shape[1], dimHead, dim, heads, nbFeatures, stabilizer, nonnegative)
+        return x.withUnsafeBufferPointer { xp in
+            toQ.withWeightPointers { wq, bq in
+                toK.withWeightPointers { wk, bk in
+                    projectionMatrix.withUnsafeBufferPointer { pp in
+                        let w = pp.baseAddress!
+                        let rows = { (b: Int, h: Int, start: Int, count: Int, query: Bool, dst: UnsafeMutablePointer<Float>) in
+                            KernelizedAttention.projectHead(xp.baseAddress! + (b * l + start) * c, ldx: c, count: count,
+                                                            channels: c, weight: query ? wq : wk, bias: query ? bq : bk,
+                                                            head: h, width: d, dst: dst)
+                        }
+                        if nonnegative {
+                            let stab = PerformerAttention.keyStabilisers(n: n, heads: hs, l: l, d: d, w: w, m: m, rows: rows)
+                            return body({ b, h, start, count, query, dst in
+                                var xr = [Float](repeating: 0, count: count * d)
+                                rows(b, h, start, count, query, &xr)
+                                PerformerAttention.softmaxFeatures(xr, ld: d, count: count, d: d, w: w, m: m,
+                                                                   stab: query ? nil : stab[b * hs + h], eps: eps, dst: dst)
+                            }, v, m)
+                        }
+                        let qTop = Self.maxHalfSquaredNorms(n: n, heads: hs, l: l, d: d, query: true, rows: rows)
+                        let kTop = Self.maxHalfSquaredNorms(n: n, heads: hs, l: l, d: d, query: false, rows: rows)
+                        return body({ b, h, start, count, query, dst in
+                            var xr = [Float](repeating: 0, count: count * d)
+                            rows(b, h, start, count, query, &xr)
+                            Self.trigonometricFeatures(xr, ld: d, count: count, d: d, w: w, m: m,
+                                                       top: (query ? qTop : kTop)[b * hs + h], dst: dst)
+                        }, v, 2 * m)
                     }
-                }
-            }
-        }
-        let qTop = Self.maxHalfSquaredNorms(q, heads: hs), kTop = Self.maxHalfSquaredNorms(k, heads: hs)
-        return q.withUnsafeBufferPointer { qp in
-            k.withUnsafeBufferPointer { kp in
-                w.withUnsafeBufferPointer { wp in
-                    body({ b, h, start, count, query, dst in
-                        let src = (query ? qp : kp).baseAddress! + (b * l + start) * ld + h * d
-                        Self.trigonometricFeatures(src, ld: ld, count: count, d: d, w: wp.baseAddress!, m: m,
-                                                   top: (query ? qTop : kTop)[b * hs + h], dst: dst)
-                    }, v, 2 * m)
                 }
             }
         }
     }
 
-    /// max over positions of ‖x′‖²/2 (x′ = d^-¼ x), per batch item and head: x N×L×(H·d) → N·H.
-    static func maxHalfSquaredNorms(_ x: Tensor, heads: Int) -> [Float] {
-        let (n, l, ld) = (x.shape[0], x.shape[1], x.shape[2]), d = ld / heads, dn2 = 1 / Float(d).squareRoot()
-        var out = [Float](repeating: -.infinity, count: n * heads)
-        x.withUnsafeBufferPointer { xp in
-            for b in 0..<n {
-                for i in 0..<l {
-                    for h in 0..<heads {
-                        let row = xp.baseAddress! + (b * l + i) * ld + h * d
-                        var sq: Float = 0
-                        for c in 0..<d { sq += row[c] * row[c] }
-                        out[b * heads + h] = max(out[b * heads + h], sq / 2 * dn2)
-                    }
+    /// max over positions of ‖x′‖²/2 (x′ = d^-¼ x) of the queries or keys, per batch item and
+    /// head (N·H values), streamed in chunks.
+    static func maxHalfSquaredNorms(n: Int, heads: Int, l: Int, d: Int, query: Bool,
+                                    rows: PerformerAttention.HeadRows) -> [Float] {
+        let dn2 = 1 / Float(d).squareRoot(), t = KernelizedAttention.chunk
+        var out = [Float](repeating: -.infinity, count: n * heads), buf = [Float](repeating: 0, count: t * d)
+        for p in 0..<(n * heads) {
+            var c0 = 0
+            while c0 < l {
+                let r = min(t, l - c0)
+                buf.withUnsafeMutableBufferPointer { rows(p / heads, p % heads, c0, r, query, $0.baseAddress!) }
+                for i in 0..<r {
+                    var sq: Float = 0
+                    for j in 0..<d { sq += buf[i * d + j] * buf[i * d + j] }
+                    out[p] = max(out[p], sq / 2 * dn2)
                 }
+                c0 += r
             }
         }
         return out

@@ -103,8 +103,8 @@ public final class RandomFeatureAttention: AttentionModule {
     /// read in place per head; keys weighted by 1 − g when gated), the values N×L×C, the
     /// feature count per head and log g (N×H×L) when gated.
     func withFeatures<R>(_ x: Tensor, _ body: (@escaping KernelFeatureFill, Tensor, Int, Tensor?) -> R) throws -> R {
-        let q = try qProj(x), k = try kProj(x), v = try vProj(x)           // N, L, C
-        let (l, d, ld, hs, dd, arccos) = (x.shape[1], headDim, embedDim, numHeads, numFeatures, arccos)
+        let v = try vProj(x)                                                // N, L, C
+        let (l, d, c, hs, dd, arccos) = (x.shape[1], headDim, embedDim, numHeads, numFeatures, arccos)
         let m = arccos ? dd : 2 * dd
         var logDecay: Tensor?, keep: Tensor?
         if let gateProj {
@@ -114,37 +114,41 @@ public final class RandomFeatureAttention: AttentionModule {
             keep = z.map { 1 / (1 + Foundation.exp($0)) }                   // N, L, H
         }
         let keepT = keep ?? Tensor(zeros: [1]), gated = keep != nil
-        return q.withUnsafeBufferPointer { qp in
-            k.withUnsafeBufferPointer { kp in
-                sigma.withUnsafeBufferPointer { sp in
-                    randomMatrices.withUnsafeBufferPointer { wp in
-                        keepT.withUnsafeBufferPointer { gp in
-                            body({ b, h, start, count, query, dst in
-                                let src = (query ? qp : kp).baseAddress! + (b * l + start) * ld + h * d
-                                var xs = [Float](repeating: 0, count: count * d), u = [Float](repeating: 0, count: count * dd)
-                                let scale = 1 / Float(dd).squareRoot(), s = sp.baseAddress! + h * d
-                                for r in 0..<count {                    // ℓ2-normalise, then σ_h
-                                    let xi = src + r * ld
-                                    var sq: Float = 0
-                                    for c in 0..<d { sq += xi[c] * xi[c] }
-                                    let inv = 1 / sq.squareRoot()
-                                    for c in 0..<d { xs[r * d + c] = xi[c] * inv * s[c] }
-                                }
-                                // u (count×D) = X (count×d) · W̃_hᵀ (d×D)
-                                BLAS.gemm(transB: true, m: count, n: dd, k: d, a: xs, lda: d, b: wp.baseAddress! + h * dd * d,
-                                          ldb: d, c: &u, ldc: dd)
-                                for r in 0..<count {
-                                    let w = !query && gated ? gp[(b * l + start + r) * hs + h] : 1
-                                    let o = dst + r * m
-                                    for j in 0..<dd {
-                                        let uj = u[r * dd + j]
-                                        if arccos { o[j] = max(uj, 0) * scale * w } else {
-                                            o[j] = Foundation.sin(uj) * scale * w
-                                            o[dd + j] = Foundation.cos(uj) * scale * w
+        return x.withUnsafeBufferPointer { xp in
+            qProj.withWeightPointers { wq, bq in
+                kProj.withWeightPointers { wk, bk in
+                    sigma.withUnsafeBufferPointer { sp in
+                        randomMatrices.withUnsafeBufferPointer { wp in
+                            keepT.withUnsafeBufferPointer { gp in
+                                body({ b, h, start, count, query, dst in
+                                    // One head's q or k rows, projected inside the chunk (count×d).
+                                    var xs = [Float](repeating: 0, count: count * d), u = [Float](repeating: 0, count: count * dd)
+                                    KernelizedAttention.projectHead(xp.baseAddress! + (b * l + start) * c, ldx: c, count: count,
+                                                                    channels: c, weight: query ? wq : wk, bias: query ? bq : bk,
+                                                                    head: h, width: d, dst: &xs)
+                                    let scale = 1 / Float(dd).squareRoot(), s = sp.baseAddress! + h * d
+                                    for r in 0..<count {                // ℓ2-normalise, then σ_h
+                                        var sq: Float = 0
+                                        for j in 0..<d { sq += xs[r * d + j] * xs[r * d + j] }
+                                        let inv = 1 / sq.squareRoot()
+                                        for j in 0..<d { xs[r * d + j] *= inv * s[j] }
+                                    }
+                                    // u (count×D) = X (count×d) · W̃_hᵀ (d×D)
+                                    BLAS.gemm(transB: true, m: count, n: dd, k: d, a: xs, lda: d, b: wp.baseAddress! + h * dd * d,
+                                              ldb: d, c: &u, ldc: dd)
+                                    for r in 0..<count {
+                                        let w = !query && gated ? gp[(b * l + start + r) * hs + h] : 1
+                                        let o = dst + r * m
+                                        for j in 0..<dd {
+                                            let uj = u[r * dd + j]
+                                            if arccos { o[j] = max(uj, 0) * scale * w } else {
+                                                o[j] = Foundation.sin(uj) * scale * w
+                                                o[dd + j] = Foundation.cos(uj) * scale * w
+                                            }
                                         }
                                     }
-                                }
-                            }, v, m, logDecay)
+                                }, v, m, logDecay)
+                            }
                         }
                     }
                 }

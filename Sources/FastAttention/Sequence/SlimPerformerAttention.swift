@@ -151,42 +151,55 @@ public final class SlimPerformerAttention: AttentionModule {
     /// Runs `body` with the feature producer over the projected queries and keys
     /// (N×L×hidden, read in place per head), the values N×L×hidden and the feature count per head.
     func withFeatures<R>(_ x: Tensor, _ body: (@escaping KernelFeatureFill, Tensor, Int) -> R) throws -> R {
-        let q = try qMap(x), k = try kMap(x), v = try vMap(x)              // N, L, hidden
-        let (l, d, ld, type) = (x.shape[1], headDim, hiddenDim, featureType)
+        let v = try vMap(x)                                                 // N, L, hidden
+        let (l, d, c, type) = (x.shape[1], headDim, hiddenDim, featureType)
         let rfs = self.rfs ?? Tensor(zeros: [1])
         let m = self.rfs?.shape[2] ?? d
-        let dn = Foundation.pow(Float(d), -0.25)
-        return q.withUnsafeBufferPointer { qp in
-            k.withUnsafeBufferPointer { kp in
-                rfs.withUnsafeBufferPointer { rp in
-                    body({ b, h, start, count, query, dst in
-                        let src = (query ? qp : kp).baseAddress! + (b * l + start) * ld + h * d
-                        if type.hasPrefix("favor+") {
-                            // u (count×M) = d^-¼ X (count×d) · R_h (d×M); φ = exp(u − ‖x′‖²/2)
-                            BLAS.gemm(m: count, n: m, k: d, alpha: dn, a: src, lda: ld, b: rp.baseAddress! + h * d * m, ldb: m,
-                                      c: dst, ldc: m)
-                            for r in 0..<count {
-                                let xi = src + r * ld, row = dst + r * m
-                                var sq: Float = 0
-                                for c in 0..<d { sq += xi[c] * xi[c] }
-                                let half = sq * dn * dn / 2
-                                for j in 0..<m { row[j] -= half }
-                                fa_exp(row, row, m)
+        return x.withUnsafeBufferPointer { xp in
+            qMap.withWeightPointers { wq, bq in
+                kMap.withWeightPointers { wk, bk in
+                    rfs.withUnsafeBufferPointer { rp in
+                        body({ b, h, start, count, query, dst in
+                            // One head's q or k rows, projected inside the chunk (count×d).
+                            var xr = [Float](repeating: 0, count: count * d)
+                            KernelizedAttention.projectHead(xp.baseAddress! + (b * l + start) * c, ldx: c, count: count,
+                                                            channels: c, weight: query ? wq : wk, bias: query ? bq : bk,
+                                                            head: h, width: d, dst: &xr)
+                            xr.withUnsafeBufferPointer { xb in
+                                Self.features(type, xb.baseAddress!, count: count, d: d, rfs: rp.baseAddress! + h * d * m, m: m,
+                                              dst: dst)
                             }
-                            return
-                        }
-                        for r in 0..<count {
-                            let xi = src + r * ld, row = dst + r * d
-                            switch type {
-                            case "relu": for c in 0..<d { row[c] = max(xi[c], 0) }
-                            case "elu+1": KernelizedAttention.eluPlusOne(xi, row, d)
-                            case "sqr": for c in 0..<d { row[c] = xi[c] * xi[c] }
-                            default: for c in 0..<d { row[c] = Swift.abs(xi[c]) }
-                            }
-                        }
-                    }, v, m)
+                        }, v, m)
+                    }
                 }
             }
+        }
+    }
+
+    /// φ of `count` projected rows x (count×d) into dst (count×m): elementwise types, or favor+
+    /// exp(d^-¼ x R_h − ‖d^-¼ x‖²/2) with R_h (d×m).
+    static func features(_ type: String, _ x: UnsafePointer<Float>, count: Int, d: Int, rfs: UnsafePointer<Float>, m: Int,
+                         dst: UnsafeMutablePointer<Float>) {
+        if type.hasPrefix("favor+") {
+            let dn = Foundation.pow(Float(d), -0.25)
+            // u (count×M) = d^-¼ X (count×d) · R_h (d×M)
+            BLAS.gemm(m: count, n: m, k: d, alpha: dn, a: x, lda: d, b: rfs, ldb: m, c: dst, ldc: m)
+            for r in 0..<count {
+                let xi = x + r * d, row = dst + r * m
+                var sq: Float = 0
+                for c in 0..<d { sq += xi[c] * xi[c] }
+                let half = sq * dn * dn / 2
+                for j in 0..<m { row[j] -= half }
+                fa_exp(row, row, m)
+            }
+            return
+        }
+        let n = count * d
+        switch type {
+        case "relu": for j in 0..<n { dst[j] = max(x[j], 0) }
+        case "elu+1": KernelizedAttention.eluPlusOne(x, dst, n)
+        case "sqr": for j in 0..<n { dst[j] = x[j] * x[j] }
+        default: for j in 0..<n { dst[j] = Swift.abs(x[j]) }
         }
     }
 
