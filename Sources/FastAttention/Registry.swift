@@ -30,6 +30,7 @@ public enum Registry {
         KroneckerSelfAttention.self,
         LambdaLayer.self,
         SlimPerformerAttention.self,
+        FastWeightsAttention.self,
         RandomFeatureAttention.self,
         MemoryCompressedAttention.self,
         NystromformerAttention.self,

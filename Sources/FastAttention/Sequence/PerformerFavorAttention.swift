@@ -103,69 +103,106 @@ public final class PerformerFavorAttention: AttentionModule {
         toOut = Linear(p.scoped("to_out"), inFeatures: inner, outFeatures: dim, bias: config.bool("attn_out_bias"))
     }
 
-    /// The paper's trigonometric features: x N×H×L×d → N×H×L×2m,
-    /// m^-½ [cos u, sin u] · exp(‖x′‖²/2 − max over positions of ‖x′‖²/2).
-    static func trigonometricFeatures(_ x: Tensor, projection w: Tensor) -> Tensor {
-        let (n, h, l, d) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]), m = w.shape[0]
-        let dn = Foundation.pow(Float(d), -0.25), ratio = 1 / Float(m).squareRoot()
-        let u = x.matmul(w, transposeOther: true, alpha: dn)    // N, H, L, m
-        var out = Tensor(uninitialized: [n, h, l, 2 * m])       // N, H, L, 2m
-        x.withUnsafeBufferPointer { xp in
-            u.withUnsafeBufferPointer { up in
-                out.withUnsafeMutableBufferPointer { op in
-                    var diag = [Float](repeating: 0, count: l)
-                    for p in 0..<(n * h) {
-                        for i in 0..<l {
-                            let xi = xp.baseAddress! + (p * l + i) * d
-                            var sq: Float = 0
-                            for c in 0..<d { sq += xi[c] * xi[c] }
-                            diag[i] = sq / 2 * dn * dn
+    /// Runs `body` with the feature producer (projecting each chunk's rows of x per head inside
+    /// it), the values N×L×(H·d) and the feature count per head.
+    func withFeatures<R>(_ x: Tensor, _ body: (@escaping KernelFeatureFill, Tensor, Int) -> R) throws -> R {
+        let v = try toV(x)                                                  // N, L, H·d
+        let (n, l, d, c, hs, m, eps, nonnegative) = (x.shape[0], x.shape[1], dimHead, dim, heads, nbFeatures, stabilizer, nonnegative)
+        return x.withUnsafeBufferPointer { xp in
+            toQ.withWeightPointers { wq, bq in
+                toK.withWeightPointers { wk, bk in
+                    projectionMatrix.withUnsafeBufferPointer { pp in
+                        let w = pp.baseAddress!
+                        let rows = { (b: Int, h: Int, start: Int, count: Int, query: Bool, dst: UnsafeMutablePointer<Float>) in
+                            KernelizedAttention.projectHead(xp.baseAddress! + (b * l + start) * c, ldx: c, count: count,
+                                                            channels: c, weight: query ? wq : wk, bias: query ? bq : bk,
+                                                            head: h, width: d, dst: dst)
                         }
-                        let top = diag.max() ?? 0
-                        for i in 0..<l {
-                            let scale = ratio * Foundation.exp(diag[i] - top)
-                            let ui = up.baseAddress! + (p * l + i) * m, oi = op.baseAddress! + (p * l + i) * 2 * m
-                            for j in 0..<m {
-                                oi[j] = scale * Foundation.cos(ui[j])
-                                oi[m + j] = scale * Foundation.sin(ui[j])
-                            }
+                        if nonnegative {
+                            let stab = PerformerAttention.keyStabilisers(n: n, heads: hs, l: l, d: d, w: w, m: m, rows: rows)
+                            return body({ b, h, start, count, query, dst in
+                                var xr = [Float](repeating: 0, count: count * d)
+                                rows(b, h, start, count, query, &xr)
+                                PerformerAttention.softmaxFeatures(xr, ld: d, count: count, d: d, w: w, m: m,
+                                                                   stab: query ? nil : stab[b * hs + h], eps: eps, dst: dst)
+                            }, v, m)
                         }
+                        let qTop = Self.maxHalfSquaredNorms(n: n, heads: hs, l: l, d: d, query: true, rows: rows)
+                        let kTop = Self.maxHalfSquaredNorms(n: n, heads: hs, l: l, d: d, query: false, rows: rows)
+                        return body({ b, h, start, count, query, dst in
+                            var xr = [Float](repeating: 0, count: count * d)
+                            rows(b, h, start, count, query, &xr)
+                            Self.trigonometricFeatures(xr, ld: d, count: count, d: d, w: w, m: m,
+                                                       top: (query ? qTop : kTop)[b * hs + h], dst: dst)
+                        }, v, 2 * m)
                     }
                 }
+            }
+        }
+    }
+
+    /// max over positions of ‖x′‖²/2 (x′ = d^-¼ x) of the queries or keys, per batch item and
+    /// head (N·H values), streamed in chunks.
+    static func maxHalfSquaredNorms(n: Int, heads: Int, l: Int, d: Int, query: Bool,
+                                    rows: PerformerAttention.HeadRows) -> [Float] {
+        let dn2 = 1 / Float(d).squareRoot(), t = KernelizedAttention.chunk
+        var out = [Float](repeating: -.infinity, count: n * heads), buf = [Float](repeating: 0, count: t * d)
+        for p in 0..<(n * heads) {
+            var c0 = 0
+            while c0 < l {
+                let r = min(t, l - c0)
+                buf.withUnsafeMutableBufferPointer { rows(p / heads, p % heads, c0, r, query, $0.baseAddress!) }
+                for i in 0..<r {
+                    var sq: Float = 0
+                    for j in 0..<d { sq += buf[i * d + j] * buf[i * d + j] }
+                    out[p] = max(out[p], sq / 2 * dn2)
+                }
+                c0 += r
             }
         }
         return out
     }
 
-    /// φ(Q), φ(K) (N×H×L×m′) and V (N×L×H·d).
-    func features(_ x: Tensor) throws -> (q: Tensor, k: Tensor, v: Tensor) {
-        let q = KernelizedAttention.splitHeads(try toQ(x), heads: heads)   // N, H, L, d
-        let k = KernelizedAttention.splitHeads(try toK(x), heads: heads)   // N, H, L, d
-        let v = try toV(x)                                                 // N, L, H·d
-        if nonnegative {
-            return (PerformerAttention.softmaxKernel(q, projection: projectionMatrix, isQuery: true, eps: stabilizer),
-                    PerformerAttention.softmaxKernel(k, projection: projectionMatrix, isQuery: false, eps: stabilizer), v)
+    /// The paper's trigonometric features of `count` rows: dst count×2m,
+    /// m^-½ [cos u, sin u] · exp(‖x′‖²/2 − top), u = x′Wᵀ, x′ = d^-¼ x.
+    static func trigonometricFeatures(_ x: UnsafePointer<Float>, ld: Int, count: Int, d: Int, w: UnsafePointer<Float>,
+                                      m: Int, top: Float, dst: UnsafeMutablePointer<Float>) {
+        let dn2 = 1 / Float(d).squareRoot(), ratio = 1 / Float(m).squareRoot()
+        var u = [Float](repeating: 0, count: count * m)
+        u.withUnsafeMutableBufferPointer { up in
+            PerformerAttention.project(x, ld: ld, count: count, d: d, w: w, m: m, dst: up.baseAddress!)
+            for r in 0..<count {
+                let xi = x + r * ld
+                var sq: Float = 0
+                for c in 0..<d { sq += xi[c] * xi[c] }
+                let scale = ratio * Foundation.exp(sq / 2 * dn2 - top), ur = up.baseAddress! + r * m, o = dst + r * 2 * m
+                for j in 0..<m {
+                    o[j] = scale * Foundation.cos(ur[j])
+                    o[m + j] = scale * Foundation.sin(ur[j])
+                }
+            }
         }
-        return (Self.trigonometricFeatures(q, projection: projectionMatrix),
-                Self.trigonometricFeatures(k, projection: projectionMatrix), v)
     }
 
     var normaliser: KernelNormaliser { renormalize ? .guarded(eps: stabilizer) : .none }
 
     public func callAsFunction(_ x: Tensor) throws -> Tensor {
         try KernelizedAttention.checkTokens(x, channels: dim, module: Self.info.id)
-        let (q, k, v) = try features(x)
-        let y = KernelizedAttention.multiHead(phiQ: q, phiK: k, v: v, normaliser: normaliser, causal: unidirectional)  // N, L, H·d
+        let y = try withFeatures(x) { phi, v, m in
+            KernelizedAttention.run(batch: x.shape[0], heads: heads, length: x.shape[1], m: m, v: v,
+                                    normaliser: normaliser, causal: unidirectional, features: phi)   // N, L, H·d
+        }
         return try toOut(y)
     }
 
     public func attentionMap(_ x: Tensor, query: MapQuery) throws -> AttentionMap {
         try KernelizedAttention.checkTokens(x, channels: dim, module: Self.info.id)
         let i = try KernelizedAttention.checkQuery(query, length: x.shape[1], heads: heads, module: Self.info.id)
-        let (q, k, _) = try features(x.batchItem(0))
-        return KernelizedAttention.headMap(heads: heads, length: x.shape[1], head: query.head) { h in
-            KernelizedAttention.weights(phiQ: q, phiK: k, batch: 0, head: h, query: i, normaliser: normaliser,
-                                        causal: unidirectional)
+        return try withFeatures(x.batchItem(0)) { phi, _, m in
+            KernelizedAttention.headMap(heads: heads, length: x.shape[1], head: query.head) { h in
+                KernelizedAttention.weights(features: phi, batch: 0, head: h, heads: heads, query: i, length: x.shape[1],
+                                            m: m, normaliser: normaliser, causal: unidirectional)
+            }
         }
     }
 }

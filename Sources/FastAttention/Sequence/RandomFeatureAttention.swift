@@ -41,7 +41,7 @@ public final class RandomFeatureAttention: AttentionModule {
         notes: ["q and k are l2-normalised per head; phi = D^-1/2 [sin(Wx), cos(Wx)], W = random_matrices ∘ sigma",
                 "gated RFA runs as decayed chunked prefix sums (equal to the recurrence)",
                 "denominator guard +2·eps where |den| <= eps (not in the paper)",
-                "untrained: PyTorch-default random weights with k_proj = q_proj, sigma = 1"])
+                "untrained: PyTorch-default random weights with k_proj = q_proj, sigma = 1; the untrained gate is about 0.5, which halves the past at every position, so the gated map sits on the last few positions (--set gate=false --set causal=false shows the kernel's similarity)"])
 
     public static let configSchema: [ConfigKey] = [
         ConfigKey("embed_dim", .int(1...65536), default: .none, "model width (taken from the input when unset)"),
@@ -99,93 +99,83 @@ public final class RandomFeatureAttention: AttentionModule {
             ?? p.withGenerator { Tensor.randomNormal(shape, generator: &$0) }
     }
 
-    /// N×H×L×d → N×H×L×(2D or D): ℓ2-normalise, scale by σ_h, project by W̃_h, then sin/cos
-    /// (or ReLU), times D^-½.
-    func phi(_ x: Tensor) -> Tensor {
-        let (n, h, l, d) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]), dd = numFeatures
-        let m = arccos ? dd : 2 * dd, scale = 1 / Float(dd).squareRoot()
-        var xs = x                                               // N, H, L, d: normalised, σ-scaled
-        var u = Tensor(uninitialized: [n, h, l, dd])             // N, H, L, D
-        var out = Tensor(uninitialized: [n, h, l, m])            // N, H, L, m
-        sigma.withUnsafeBufferPointer { sp in
-            xs.withUnsafeMutableBufferPointer { xp in
-                for p in 0..<(n * h) {
-                    let s = sp.baseAddress! + (p % h) * d
-                    for i in 0..<l {
-                        let row = xp.baseAddress! + (p * l + i) * d
-                        var sq: Float = 0
-                        for c in 0..<d { sq += row[c] * row[c] }
-                        let inv = 1 / sq.squareRoot()
-                        for c in 0..<d { row[c] *= inv * s[c] }
-                    }
-                }
-            }
+    /// Runs `body` with the feature producer over the projected queries and keys (N×L×C,
+    /// read in place per head; keys weighted by 1 − g when gated), the values N×L×C, the
+    /// feature count per head and log g (N×H×L) when gated.
+    func withFeatures<R>(_ x: Tensor, _ body: (@escaping KernelFeatureFill, Tensor, Int, Tensor?) -> R) throws -> R {
+        let v = try vProj(x)                                                // N, L, C
+        let (l, d, c, hs, dd, arccos) = (x.shape[1], headDim, embedDim, numHeads, numFeatures, arccos)
+        let m = arccos ? dd : 2 * dd
+        var logDecay: Tensor?, keep: Tensor?
+        if let gateProj {
+            let z = try gateProj(x)                                         // N, L, H: gate logits
+            // log g = log sigmoid(z) = −softplus(−z) (N×H×L for the kernel); 1 − g = sigmoid(−z).
+            logDecay = z.permuted([0, 2, 1]).map { $0 >= 0 ? -Foundation.log1p(Foundation.exp(-$0)) : $0 - Foundation.log1p(Foundation.exp($0)) }
+            keep = z.map { 1 / (1 + Foundation.exp($0)) }                   // N, L, H
         }
-        xs.withUnsafeBufferPointer { xp in
-            randomMatrices.withUnsafeBufferPointer { wp in
-                u.withUnsafeMutableBufferPointer { up in
-                    for p in 0..<(n * h) {
-                        // u (L×D) = X (L×d) · W̃_hᵀ (d×D)
-                        BLAS.gemm(transB: true, m: l, n: dd, k: d, a: xp.baseAddress! + p * l * d, lda: d,
-                                  b: wp.baseAddress! + (p % h) * dd * d, ldb: d, c: up.baseAddress! + p * l * dd, ldc: dd)
-                    }
-                }
-            }
-        }
-        u.withUnsafeBufferPointer { up in
-            out.withUnsafeMutableBufferPointer { op in
-                for r in 0..<(n * h * l) {
-                    let ur = up.baseAddress! + r * dd, orow = op.baseAddress! + r * m
-                    if arccos {
-                        for j in 0..<dd { orow[j] = max(ur[j], 0) * scale }
-                    } else {
-                        for j in 0..<dd {
-                            orow[j] = Foundation.sin(ur[j]) * scale
-                            orow[dd + j] = Foundation.cos(ur[j]) * scale
+        let keepT = keep ?? Tensor(zeros: [1]), gated = keep != nil
+        return x.withUnsafeBufferPointer { xp in
+            qProj.withWeightPointers { wq, bq in
+                kProj.withWeightPointers { wk, bk in
+                    sigma.withUnsafeBufferPointer { sp in
+                        randomMatrices.withUnsafeBufferPointer { wp in
+                            keepT.withUnsafeBufferPointer { gp in
+                                body({ b, h, start, count, query, dst in
+                                    // One head's q or k rows, projected inside the chunk (count×d).
+                                    var xs = [Float](repeating: 0, count: count * d), u = [Float](repeating: 0, count: count * dd)
+                                    KernelizedAttention.projectHead(xp.baseAddress! + (b * l + start) * c, ldx: c, count: count,
+                                                                    channels: c, weight: query ? wq : wk, bias: query ? bq : bk,
+                                                                    head: h, width: d, dst: &xs)
+                                    let scale = 1 / Float(dd).squareRoot(), s = sp.baseAddress! + h * d
+                                    for r in 0..<count {                // ℓ2-normalise, then σ_h
+                                        var sq: Float = 0
+                                        for j in 0..<d { sq += xs[r * d + j] * xs[r * d + j] }
+                                        let inv = 1 / sq.squareRoot()
+                                        for j in 0..<d { xs[r * d + j] *= inv * s[j] }
+                                    }
+                                    // u (count×D) = X (count×d) · W̃_hᵀ (d×D)
+                                    BLAS.gemm(transB: true, m: count, n: dd, k: d, a: xs, lda: d, b: wp.baseAddress! + h * dd * d,
+                                              ldb: d, c: &u, ldc: dd)
+                                    for r in 0..<count {
+                                        let w = !query && gated ? gp[(b * l + start + r) * hs + h] : 1
+                                        let o = dst + r * m
+                                        for j in 0..<dd {
+                                            let uj = u[r * dd + j]
+                                            if arccos { o[j] = max(uj, 0) * scale * w } else {
+                                                o[j] = Foundation.sin(uj) * scale * w
+                                                o[dd + j] = Foundation.cos(uj) * scale * w
+                                            }
+                                        }
+                                    }
+                                }, v, m, logDecay)
+                            }
                         }
                     }
                 }
             }
         }
-        return out
-    }
-
-    /// φ(Q), φ(K)·(1 − g) (N×H×L×m), V (N×L×C) and log g (N×H×L) when gated.
-    func features(_ x: Tensor) throws -> (q: Tensor, k: Tensor, v: Tensor, logDecay: Tensor?) {
-        let q = phi(KernelizedAttention.splitHeads(try qProj(x), heads: numHeads))   // N, H, L, m
-        var k = phi(KernelizedAttention.splitHeads(try kProj(x), heads: numHeads))   // N, H, L, m
-        let v = try vProj(x)                                                         // N, L, C
-        guard let gateProj else { return (q, k, v, nil) }
-        let z = try gateProj(x).permuted([0, 2, 1])             // N, H, L: gate logits
-        // log g = log sigmoid(z) = −softplus(−z); 1 − g = sigmoid(−z).
-        let logDecay = z.map { $0 >= 0 ? -Foundation.log1p(Foundation.exp(-$0)) : $0 - Foundation.log1p(Foundation.exp($0)) }
-        let keep = z.map { 1 / (1 + Foundation.exp($0)) }
-        let m = k.shape[3]
-        keep.withUnsafeBufferPointer { wp in
-            k.withUnsafeMutableBufferPointer { kp in
-                for r in 0..<wp.count { let row = kp.baseAddress! + r * m; for j in 0..<m { row[j] *= wp[r] } }
-            }
-        }
-        return (q, k, v, logDecay)
     }
 
     var normaliser: KernelNormaliser { .guarded(eps: eps) }
 
     public func callAsFunction(_ x: Tensor) throws -> Tensor {
         try KernelizedAttention.checkTokens(x, channels: embedDim, module: Self.info.id)
-        let (q, k, v, lg) = try features(x)
-        let y = KernelizedAttention.multiHead(phiQ: q, phiK: k, v: v, normaliser: normaliser, causal: causal, logDecay: lg)  // N, L, C
+        let y = try withFeatures(x) { phi, v, m, lg in
+            KernelizedAttention.run(batch: x.shape[0], heads: numHeads, length: x.shape[1], m: m, v: v,
+                                    normaliser: normaliser, causal: causal, logDecay: lg, features: phi)   // N, L, C
+        }
         return try outProj(y)
     }
 
     public func attentionMap(_ x: Tensor, query: MapQuery) throws -> AttentionMap {
         try KernelizedAttention.checkTokens(x, channels: embedDim, module: Self.info.id)
         let i = try KernelizedAttention.checkQuery(query, length: x.shape[1], heads: numHeads, module: Self.info.id)
-        let (q, k, _, lg) = try features(x.batchItem(0))
-        return KernelizedAttention.headMap(heads: numHeads, length: x.shape[1], head: query.head,
-                                           label: gated ? "gated effective weights" : "implicit weights") { h in
-            KernelizedAttention.weights(phiQ: q, phiK: k, batch: 0, head: h, query: i, normaliser: normaliser,
-                                        causal: causal, logDecay: lg)
+        return try withFeatures(x.batchItem(0)) { phi, _, m, lg in
+            KernelizedAttention.headMap(heads: numHeads, length: x.shape[1], head: query.head,
+                                        label: gated ? "gated effective weights" : "implicit weights") { h in
+                KernelizedAttention.weights(features: phi, batch: 0, head: h, heads: numHeads, query: i, length: x.shape[1],
+                                            m: m, normaliser: normaliser, causal: causal, logDecay: lg)
+            }
         }
     }
 }

@@ -4,6 +4,7 @@
 // slim_performer_model.py `MultiHeadAttention.full_forward` + numerator_and_denominator.py
 // (commit 0c1bbe5), read in full.
 
+import CKernels
 import Foundation
 import TensorCore
 
@@ -147,63 +148,79 @@ public final class SlimPerformerAttention: AttentionModule {
         return q
     }
 
-    /// φ(Q), φ(K) (N×H×L×m) and V (N×L×hidden).
-    func features(_ x: Tensor) throws -> (q: Tensor, k: Tensor, v: Tensor) {
-        let q = KernelizedAttention.splitHeads(try qMap(x), heads: nHeads)   // N, H, L, d
-        let k = KernelizedAttention.splitHeads(try kMap(x), heads: nHeads)   // N, H, L, d
-        let v = try vMap(x)                                                  // N, L, hidden
-        switch featureType {
-        case "relu": return (q.map { max($0, 0) }, k.map { max($0, 0) }, v)
-        case "elu+1": return (q.map { $0 > 0 ? $0 + 1 : Foundation.exp($0) }, k.map { $0 > 0 ? $0 + 1 : Foundation.exp($0) }, v)
-        case "sqr": return (q.map { $0 * $0 }, k.map { $0 * $0 }, v)
-        case "abs": return (q.map { Swift.abs($0) }, k.map { Swift.abs($0) }, v)
-        default: return (favorFeatures(q), favorFeatures(k), v)
-        }
-    }
-
-    /// exp(x′R_h − ‖x′‖²/2), x′ = d^-¼ x, per head h: N×H×L×d → N×H×L×M.
-    func favorFeatures(_ x: Tensor) -> Tensor {
-        let rfs = rfs!
-        let (n, h, l, d) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]), m = rfs.shape[2]
-        let dn = Foundation.pow(Float(d), -0.25)
-        var u = Tensor(uninitialized: [n, h, l, m])             // N, H, L, M
-        x.withUnsafeBufferPointer { xp in
-            rfs.withUnsafeBufferPointer { rp in
-                u.withUnsafeMutableBufferPointer { up in
-                    for b in 0..<n {
-                        for hh in 0..<h {
-                            let xb = xp.baseAddress! + (b * h + hh) * l * d, ub = up.baseAddress! + (b * h + hh) * l * m
-                            // u (L×M) = d^-¼ X (L×d) · R_h (d×M)
-                            BLAS.gemm(m: l, n: m, k: d, alpha: dn, a: xb, lda: d, b: rp.baseAddress! + hh * d * m, ldb: m,
-                                      c: ub, ldc: m)
-                            for i in 0..<l {
-                                var sq: Float = 0
-                                for c in 0..<d { sq += xb[i * d + c] * xb[i * d + c] }
-                                let half = sq * dn * dn / 2, row = ub + i * m
-                                for j in 0..<m { row[j] = Foundation.exp(row[j] - half) }
+    /// Runs `body` with the feature producer over the projected queries and keys
+    /// (N×L×hidden, read in place per head), the values N×L×hidden and the feature count per head.
+    func withFeatures<R>(_ x: Tensor, _ body: (@escaping KernelFeatureFill, Tensor, Int) -> R) throws -> R {
+        let v = try vMap(x)                                                 // N, L, hidden
+        let (l, d, c, type) = (x.shape[1], headDim, hiddenDim, featureType)
+        let rfs = self.rfs ?? Tensor(zeros: [1])
+        let m = self.rfs?.shape[2] ?? d
+        return x.withUnsafeBufferPointer { xp in
+            qMap.withWeightPointers { wq, bq in
+                kMap.withWeightPointers { wk, bk in
+                    rfs.withUnsafeBufferPointer { rp in
+                        body({ b, h, start, count, query, dst in
+                            // One head's q or k rows, projected inside the chunk (count×d).
+                            var xr = [Float](repeating: 0, count: count * d)
+                            KernelizedAttention.projectHead(xp.baseAddress! + (b * l + start) * c, ldx: c, count: count,
+                                                            channels: c, weight: query ? wq : wk, bias: query ? bq : bk,
+                                                            head: h, width: d, dst: &xr)
+                            xr.withUnsafeBufferPointer { xb in
+                                Self.features(type, xb.baseAddress!, count: count, d: d, rfs: rp.baseAddress! + h * d * m, m: m,
+                                              dst: dst)
                             }
-                        }
+                        }, v, m)
                     }
                 }
             }
         }
-        return u
+    }
+
+    /// φ of `count` projected rows x (count×d) into dst (count×m): elementwise types, or favor+
+    /// exp(d^-¼ x R_h − ‖d^-¼ x‖²/2) with R_h (d×m).
+    static func features(_ type: String, _ x: UnsafePointer<Float>, count: Int, d: Int, rfs: UnsafePointer<Float>, m: Int,
+                         dst: UnsafeMutablePointer<Float>) {
+        if type.hasPrefix("favor+") {
+            let dn = Foundation.pow(Float(d), -0.25)
+            // u (count×M) = d^-¼ X (count×d) · R_h (d×M)
+            BLAS.gemm(m: count, n: m, k: d, alpha: dn, a: x, lda: d, b: rfs, ldb: m, c: dst, ldc: m)
+            for r in 0..<count {
+                let xi = x + r * d, row = dst + r * m
+                var sq: Float = 0
+                for c in 0..<d { sq += xi[c] * xi[c] }
+                let half = sq * dn * dn / 2
+                for j in 0..<m { row[j] -= half }
+                fa_exp(row, row, m)
+            }
+            return
+        }
+        let n = count * d
+        switch type {
+        case "relu": for j in 0..<n { dst[j] = max(x[j], 0) }
+        case "elu+1": KernelizedAttention.eluPlusOne(x, dst, n)
+        case "sqr": for j in 0..<n { dst[j] = x[j] * x[j] }
+        default: for j in 0..<n { dst[j] = Swift.abs(x[j]) }
+        }
     }
 
     static let normaliser = KernelNormaliser.denominator(eps: 1e-16)
 
     public func callAsFunction(_ x: Tensor) throws -> Tensor {
         try KernelizedAttention.checkTokens(x, channels: hiddenDim, module: Self.info.id)
-        let (q, k, v) = try features(x)
-        return KernelizedAttention.multiHead(phiQ: q, phiK: k, v: v, normaliser: Self.normaliser, causal: true)  // N, L, hidden
+        return try withFeatures(x) { phi, v, m in
+            KernelizedAttention.run(batch: x.shape[0], heads: nHeads, length: x.shape[1], m: m, v: v,
+                                    normaliser: Self.normaliser, causal: true, features: phi)     // N, L, hidden
+        }
     }
 
     public func attentionMap(_ x: Tensor, query: MapQuery) throws -> AttentionMap {
         try KernelizedAttention.checkTokens(x, channels: hiddenDim, module: Self.info.id)
         let i = try KernelizedAttention.checkQuery(query, length: x.shape[1], heads: nHeads, module: Self.info.id)
-        let (q, k, _) = try features(x.batchItem(0))
-        return KernelizedAttention.headMap(heads: nHeads, length: x.shape[1], head: query.head, label: "causal implicit weights") { h in
-            KernelizedAttention.weights(phiQ: q, phiK: k, batch: 0, head: h, query: i, normaliser: Self.normaliser, causal: true)
+        return try withFeatures(x.batchItem(0)) { phi, _, m in
+            KernelizedAttention.headMap(heads: nHeads, length: x.shape[1], head: query.head, label: "causal implicit weights") { h in
+                KernelizedAttention.weights(features: phi, batch: 0, head: h, heads: nHeads, query: i, length: x.shape[1],
+                                            m: m, normaliser: Self.normaliser, causal: true)
+            }
         }
     }
 }
