@@ -8,6 +8,7 @@ public enum Registry {
         NonLocal2d.self,
         SetTransformer.self,
         StarTransformer.self,
+        ETC.self,
         GMAT.self,
 
     ]

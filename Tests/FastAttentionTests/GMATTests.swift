@@ -81,7 +81,11 @@ final class GMATTests: XCTestCase {
                 func op(_ p: UnsafeBufferPointer<Float>, _ rows: Int) -> AttentionOperand {
                     AttentionOperand(base: p.baseAddress!, ld: c, batchStride: rows * c, headStride: d)
                 }
-                let bias = withBias ? BandAttention.Bias(local: lbb.baseAddress!, side: sbb.baseAddress!, sideRange: sideRange)
+                let sbp = sbb.baseAddress!
+                let side: (Int, Int, Int, UnsafeMutablePointer<Float>) -> Void = { b, i, h, row in
+                    for s in 0..<g { row[s] += sbp[((b * l + i) * heads + h) * g + s] }
+                }
+                let bias = withBias ? BandAttention.Bias(local: lbb.baseAddress!, side: side, sideRange: sideRange)
                                     : BandAttention.Bias()
                 BandAttention.forward(batch: batch, heads: heads, l: l, g: g, r: r, d: d, dv: d,
                                       q: op(qb, l), k: op(kb, l), v: op(vb, l), sk: op(skb, g), sv: op(svb, g),

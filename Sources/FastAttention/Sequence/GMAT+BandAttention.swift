@@ -10,11 +10,12 @@ enum BandAttention {
     static let queryBlock = 32
 
     /// Additions to the logits (ETC's relative positions and hard l2g mask), all before `scale`:
-    /// `local` [batch][L][heads][2r+1] indexed by the offset j − i + r, `side` [batch][L][heads][g],
-    /// and `sideRange(i)`, the side keys row i may see (all when nil).
+    /// `local` [batch][L][heads][2r+1] indexed by the offset j − i + r; `side(b, i, h, logits)`
+    /// adds to row i's g side logits in place (called once per row, from several threads); and
+    /// `sideRange(i)`, the side keys row i may see (all when nil).
     struct Bias {
         var local: UnsafePointer<Float>?
-        var side: UnsafePointer<Float>?
+        var side: ((_ b: Int, _ i: Int, _ h: Int, _ logits: UnsafeMutablePointer<Float>) -> Void)?
         var sideRange: ((Int) -> Range<Int>)?
     }
 
@@ -48,10 +49,7 @@ enum BandAttention {
                               ldb: k.ld, c: s + g, ldc: cols)
                     for rr in 0..<rows {
                         let i = i0 + rr, row = s + rr * cols, at = (b * l + i) * heads + h
-                        if let sb = bias.side {
-                            let bp = sb + at * g
-                            for c in 0..<g { row[c] += bp[c] }
-                        }
+                        bias.side?(b, i, h, row)
                         if let visible = bias.sideRange?(i) {
                             for c in 0..<g where !visible.contains(c) { row[c] = -.infinity }
                         }
@@ -83,7 +81,7 @@ enum BandAttention {
     /// query row, k token keys (row stride ldk), sk side keys (ldsk); biases this row's, as in `Bias`.
     static func rowWeights(i: Int, l: Int, g: Int, r: Int, d: Int, q: UnsafePointer<Float>,
                            k: UnsafePointer<Float>, ldk: Int, sk: UnsafePointer<Float>, ldsk: Int, scale: Float,
-                           localBias: UnsafePointer<Float>? = nil, sideBias: UnsafePointer<Float>? = nil,
+                           localBias: UnsafePointer<Float>? = nil, sideBias: [Float]? = nil,
                            sideVisible: Range<Int>? = nil) -> (side: [Float], tokens: [Float]) {
         let j0 = max(0, i - r), j1 = min(l, i + r + 1), w = j1 - j0
         var logits = [Float](repeating: 0, count: g + w)
