@@ -36,6 +36,8 @@ public enum Registry {
         NystromformerAttention.self,
         StarTransformer.self,
         SparseTransformerAttention.self,
+        ETC.self,
+        GMAT.self,
 
     ]
 
