@@ -3,6 +3,8 @@
 // Sparse modules (sparse-transformer, longformer, big-bird, jukebox, ...) are layout builders
 // over the one kernel in BlockSparseAttention.swift; causality is a layout property.
 
+import Foundation
+
 /// A condition on a (query, key) pair of original sequence positions; every condition set must
 /// hold. Unset conditions are no constraint, so `PairRule()` admits every pair.
 public struct PairRule: Hashable, Sendable, CustomStringConvertible {
@@ -263,7 +265,18 @@ extension BlockLayout {
                 if order == nil {
                     if kb < qb { continue }
                     if e.mask < 0 { return false }
-                    if masks[Int(e.mask)].rules.allSatisfy({ ($0.maxDelta ?? 1) <= 0 }) { continue }
+                    let rules = masks[Int(e.mask)].rules
+                    if rules.allSatisfy({ ($0.maxDelta ?? 1) <= 0 }) { continue }
+                    if rules.allSatisfy(\.isBandOnly) {
+                        // Some k − q > 0 inside both the band and the block pair's range of k − q?
+                        let q0 = blockRange(qb).lowerBound, q1 = blockRange(qb).upperBound - 1
+                        let k0 = blockRange(kb).lowerBound, k1 = blockRange(kb).upperBound - 1
+                        for r in rules {
+                            let lo = max(r.minDelta ?? Int.min / 2, 1, k0 - q1), hi = min(r.maxDelta ?? Int.max / 2, k1 - q0)
+                            if lo <= hi { return false }
+                        }
+                        continue
+                    }
                 } else if e.mask < 0, blockRange(qb).contains(where: { qi in
                     blockRange(kb).contains { position($0) > position(qi) } }) {
                     return false
@@ -341,5 +354,27 @@ extension BlockSparseModule {
             }
         }
         return text.joined(separator: "\n")
+    }
+}
+
+/// Remembers a module's layouts for the last sequence length it ran at (a forward pass at the
+/// same length reuses them; layouts depend only on the length and the config).
+public final class LayoutCache: @unchecked Sendable {
+    private let lock = NSLock()
+    private var length = -1
+    private var value: [[BlockLayout]] = []
+
+    public init() {}
+
+    public func layouts(length: Int, build: () throws -> [[BlockLayout]]) rethrows -> [[BlockLayout]] {
+        lock.lock()
+        if length == self.length { defer { lock.unlock() }; return value }
+        lock.unlock()
+        let v = try build()
+        lock.lock()
+        self.length = length
+        value = v
+        lock.unlock()
+        return v
     }
 }
