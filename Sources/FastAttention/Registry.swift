@@ -8,6 +8,7 @@ public enum Registry {
         NonLocal2d.self,
         SparseTransformerAttention.self,
         LongformerSelfAttention.self,
+        JukeboxFactoredAttention.self,
         BigBirdBlockSparseAttention.self,
 
     ]
