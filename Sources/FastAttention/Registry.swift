@@ -7,6 +7,7 @@ public enum Registry {
     public static let modules: [any AttentionModule.Type] = [
         NonLocal2d.self,
         SparseTransformerAttention.self,
+        TransformerOnDietAttention.self,
         LongformerSelfAttention.self,
         JukeboxFactoredAttention.self,
         BigBirdBlockSparseAttention.self,
