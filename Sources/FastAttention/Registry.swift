@@ -9,6 +9,7 @@ public enum Registry {
         SparseTransformerAttention.self,
         TransformerOnDietAttention.self,
         LongformerSelfAttention.self,
+        MultiscaleRetinaAttention.self,
         JukeboxFactoredAttention.self,
         BigBirdBlockSparseAttention.self,
 

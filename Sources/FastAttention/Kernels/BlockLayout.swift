@@ -23,10 +23,19 @@ public struct PairRule: Hashable, Sendable, CustomStringConvertible {
     public var keys: Range<Int>?
     /// q ∈ queries: global rows.
     public var queries: Range<Int>?
+    /// Coarse keys appended after `coarseBase` fine positions, key k standing for the span
+    /// [m·coarsePool, (m+1)·coarsePool) with m = k − coarseBase: present when the span ends at
+    /// least `coarseLag` positions before q (and, with `coarseTwoSided`, also when it starts at
+    /// least `coarseLag` positions after q). Multi-scale attention's pooled tokens.
+    public var coarseBase = 0
+    public var coarsePool = 0
+    public var coarseLag = 0
+    public var coarseTwoSided = false
 
     public init(minDelta: Int? = nil, maxDelta: Int? = nil, deltaStride: Int = 1, segment: Int = 0,
                 keyPeriod: Int = 0, keyPhases: Range<Int> = 0..<0, keys: Range<Int>? = nil,
-                queries: Range<Int>? = nil) {
+                queries: Range<Int>? = nil, coarseBase: Int = 0, coarsePool: Int = 0, coarseLag: Int = 0,
+                coarseTwoSided: Bool = false) {
         self.minDelta = minDelta
         self.maxDelta = maxDelta
         self.deltaStride = deltaStride
@@ -35,6 +44,10 @@ public struct PairRule: Hashable, Sendable, CustomStringConvertible {
         self.keyPhases = keyPhases
         self.keys = keys
         self.queries = queries
+        self.coarseBase = coarseBase
+        self.coarsePool = coarsePool
+        self.coarseLag = coarseLag
+        self.coarseTwoSided = coarseTwoSided
     }
 
     /// k ≤ q.
@@ -51,12 +64,17 @@ public struct PairRule: Hashable, Sendable, CustomStringConvertible {
         if keyPeriod > 0, !keyPhases.contains(k % keyPeriod) { return false }
         if let r = keys, !r.contains(k) { return false }
         if let r = queries, !r.contains(q) { return false }
+        if coarsePool > 0 {
+            guard k >= coarseBase, q < coarseBase else { return false }
+            let start = (k - coarseBase) * coarsePool, end = start + coarsePool - 1
+            return end <= q - coarseLag || (coarseTwoSided && start >= q + coarseLag)
+        }
         return true
     }
 
     /// True when only delta bounds are set (so fullness and emptiness over a box are analytic).
     var isBandOnly: Bool {
-        deltaStride == 1 && segment == 0 && keyPeriod == 0 && keys == nil && queries == nil
+        deltaStride == 1 && segment == 0 && keyPeriod == 0 && keys == nil && queries == nil && coarsePool == 0
     }
 
     public var description: String {
@@ -73,6 +91,9 @@ public struct PairRule: Hashable, Sendable, CustomStringConvertible {
         if keyPeriod > 0 { parts.append("k%\(keyPeriod)∈\(keyPhases.lowerBound)..<\(keyPhases.upperBound)") }
         if let r = keys { parts.append("k∈\(r.lowerBound)..<\(r.upperBound)") }
         if let r = queries { parts.append("q∈\(r.lowerBound)..<\(r.upperBound)") }
+        if coarsePool > 0 {
+            parts.append("coarse k≥\(coarseBase): span of \(coarsePool) ends ≤ q−\(coarseLag)" + (coarseTwoSided ? " or starts ≥ q+\(coarseLag)" : ""))
+        }
         return parts.isEmpty ? "all" : parts.joined(separator: " ∧ ")
     }
 }
