@@ -38,6 +38,11 @@ public enum Registry {
         SparseTransformerAttention.self,
         ETC.self,
         GMAT.self,
+        TransformerOnDietAttention.self,
+        LongformerSelfAttention.self,
+        MultiscaleRetinaAttention.self,
+        JukeboxFactoredAttention.self,
+        BigBirdBlockSparseAttention.self,
 
     ]
 

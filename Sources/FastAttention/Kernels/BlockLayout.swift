@@ -3,6 +3,8 @@
 // Sparse modules (sparse-transformer, longformer, big-bird, jukebox, ...) are layout builders
 // over the one kernel in BlockSparseAttention.swift; causality is a layout property.
 
+import Foundation
+
 /// A condition on a (query, key) pair of original sequence positions; every condition set must
 /// hold. Unset conditions are no constraint, so `PairRule()` admits every pair.
 public struct PairRule: Hashable, Sendable, CustomStringConvertible {
@@ -21,10 +23,19 @@ public struct PairRule: Hashable, Sendable, CustomStringConvertible {
     public var keys: Range<Int>?
     /// q ∈ queries: global rows.
     public var queries: Range<Int>?
+    /// Coarse keys appended after `coarseBase` fine positions, key k standing for the span
+    /// [m·coarsePool, (m+1)·coarsePool) with m = k − coarseBase: present when the span ends at
+    /// least `coarseLag` positions before q (and, with `coarseTwoSided`, also when it starts at
+    /// least `coarseLag` positions after q). Multi-scale attention's pooled tokens.
+    public var coarseBase = 0
+    public var coarsePool = 0
+    public var coarseLag = 0
+    public var coarseTwoSided = false
 
     public init(minDelta: Int? = nil, maxDelta: Int? = nil, deltaStride: Int = 1, segment: Int = 0,
                 keyPeriod: Int = 0, keyPhases: Range<Int> = 0..<0, keys: Range<Int>? = nil,
-                queries: Range<Int>? = nil) {
+                queries: Range<Int>? = nil, coarseBase: Int = 0, coarsePool: Int = 0, coarseLag: Int = 0,
+                coarseTwoSided: Bool = false) {
         self.minDelta = minDelta
         self.maxDelta = maxDelta
         self.deltaStride = deltaStride
@@ -33,6 +44,10 @@ public struct PairRule: Hashable, Sendable, CustomStringConvertible {
         self.keyPhases = keyPhases
         self.keys = keys
         self.queries = queries
+        self.coarseBase = coarseBase
+        self.coarsePool = coarsePool
+        self.coarseLag = coarseLag
+        self.coarseTwoSided = coarseTwoSided
     }
 
     /// k ≤ q.
@@ -49,12 +64,17 @@ public struct PairRule: Hashable, Sendable, CustomStringConvertible {
         if keyPeriod > 0, !keyPhases.contains(k % keyPeriod) { return false }
         if let r = keys, !r.contains(k) { return false }
         if let r = queries, !r.contains(q) { return false }
+        if coarsePool > 0 {
+            guard k >= coarseBase, q < coarseBase else { return false }
+            let start = (k - coarseBase) * coarsePool, end = start + coarsePool - 1
+            return end <= q - coarseLag || (coarseTwoSided && start >= q + coarseLag)
+        }
         return true
     }
 
     /// True when only delta bounds are set (so fullness and emptiness over a box are analytic).
     var isBandOnly: Bool {
-        deltaStride == 1 && segment == 0 && keyPeriod == 0 && keys == nil && queries == nil
+        deltaStride == 1 && segment == 0 && keyPeriod == 0 && keys == nil && queries == nil && coarsePool == 0
     }
 
     public var description: String {
@@ -71,6 +91,9 @@ public struct PairRule: Hashable, Sendable, CustomStringConvertible {
         if keyPeriod > 0 { parts.append("k%\(keyPeriod)∈\(keyPhases.lowerBound)..<\(keyPhases.upperBound)") }
         if let r = keys { parts.append("k∈\(r.lowerBound)..<\(r.upperBound)") }
         if let r = queries { parts.append("q∈\(r.lowerBound)..<\(r.upperBound)") }
+        if coarsePool > 0 {
+            parts.append("coarse k≥\(coarseBase): span of \(coarsePool) ends ≤ q−\(coarseLag)" + (coarseTwoSided ? " or starts ≥ q+\(coarseLag)" : ""))
+        }
         return parts.isEmpty ? "all" : parts.joined(separator: " ∧ ")
     }
 }
@@ -263,7 +286,18 @@ extension BlockLayout {
                 if order == nil {
                     if kb < qb { continue }
                     if e.mask < 0 { return false }
-                    if masks[Int(e.mask)].rules.allSatisfy({ ($0.maxDelta ?? 1) <= 0 }) { continue }
+                    let rules = masks[Int(e.mask)].rules
+                    if rules.allSatisfy({ ($0.maxDelta ?? 1) <= 0 }) { continue }
+                    if rules.allSatisfy(\.isBandOnly) {
+                        // Some k − q > 0 inside both the band and the block pair's range of k − q?
+                        let q0 = blockRange(qb).lowerBound, q1 = blockRange(qb).upperBound - 1
+                        let k0 = blockRange(kb).lowerBound, k1 = blockRange(kb).upperBound - 1
+                        for r in rules {
+                            let lo = max(r.minDelta ?? Int.min / 2, 1, k0 - q1), hi = min(r.maxDelta ?? Int.max / 2, k1 - q0)
+                            if lo <= hi { return false }
+                        }
+                        continue
+                    }
                 } else if e.mask < 0, blockRange(qb).contains(where: { qi in
                     blockRange(kb).contains { position($0) > position(qi) } }) {
                     return false
@@ -341,5 +375,27 @@ extension BlockSparseModule {
             }
         }
         return text.joined(separator: "\n")
+    }
+}
+
+/// Remembers a module's layouts for the last sequence length it ran at (a forward pass at the
+/// same length reuses them; layouts depend only on the length and the config).
+public final class LayoutCache: @unchecked Sendable {
+    private let lock = NSLock()
+    private var length = -1
+    private var value: [[BlockLayout]] = []
+
+    public init() {}
+
+    public func layouts(length: Int, build: () throws -> [[BlockLayout]]) rethrows -> [[BlockLayout]] {
+        lock.lock()
+        if length == self.length { defer { lock.unlock() }; return value }
+        lock.unlock()
+        let v = try build()
+        lock.lock()
+        self.length = length
+        value = v
+        lock.unlock()
+        return v
     }
 }

@@ -75,7 +75,7 @@ public final class SparseTransformerAttention: BlockSparseModule {
     let query: Linear, key: Linear, value: Linear
 
     public var expectedInput: String { "N×L×\(channels)" }
-    public var exampleLength: Int { mode == "fixed" ? 4 * (fixedCtx ?? blocksize * numVerts * vertsize) : 64 }
+    public var exampleLength: Int { 16 * blocksize }
 
     public init(config: Config, inputShape: [Int], parameters p: Parameters) throws {
         var config = config
@@ -136,7 +136,13 @@ public final class SparseTransformerAttention: BlockSparseModule {
         return unit * max((root + unit - 1) / unit, numVerts)
     }
 
+    let cache = LayoutCache()
+
     public func layouts(length: Int) throws -> [[BlockLayout]] {
+        try cache.layouts(length: length) { try buildLayouts(length: length) }
+    }
+
+    func buildLayouts(length: Int) throws -> [[BlockLayout]] {
         guard length >= 1 else { throw ModuleError.badInput(module: Self.info.id, expected: "L ≥ 1", found: [length]) }
         if let w = config.optionalInt("image_width"), length % w != 0 {
             throw ModuleError.badInput(module: Self.info.id, expected: "L a multiple of image_width=\(w)", found: [length])
