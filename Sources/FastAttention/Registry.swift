@@ -21,6 +21,7 @@ public enum Registry {
         PerformerAttention.self,
         LinformerAttention.self,
         SetTransformer.self,
+        LSHSelfAttention.self,
 
     ]
 
