@@ -22,6 +22,7 @@ public enum Registry {
         LinformerAttention.self,
         SetTransformer.self,
         LSHSelfAttention.self,
+        SmyrfAttention.self,
 
     ]
 
