@@ -135,7 +135,7 @@ final class BucketedAttentionTests: XCTestCase {
         let x = randomTensor([l, d], seed: 2), r = randomTensor([d, rounds, half], seed: 3)
         let b = x.withUnsafeBufferPointer { xp in r.withUnsafeBufferPointer { rp in
             BucketedAttention.rotationBuckets(vectors: xp.baseAddress!, ld: d, length: l, d: d,
-                                              rotations: rp.baseAddress!, rounds: rounds, half: half)
+                                              rotations: rp.baseAddress!, rounds: rounds, factors: [2 * half])
         } }
         for i in 0..<l {
             for rr in 0..<rounds {
@@ -148,7 +148,7 @@ final class BucketedAttentionTests: XCTestCase {
         let order = BucketedAttention.stableOrder(buckets: [2, 0, 2, 1, 0] as [Int32], bucketCount: 3)
         XCTAssertEqual(order, [1, 4, 3, 0, 2])
         XCTAssertEqual(BucketedAttention.inverse(order), [3, 0, 4, 2, 1])
-        let vals: [Float] = [0.5, -1, 0.5, 2]
-        XCTAssertEqual(vals.withUnsafeBufferPointer { BucketedAttention.stableOrder(values: $0) }, [1, 0, 2, 3])
+        let vals: [Float] = [0.5, -1, 0.5, 2, -0.0, .infinity, -3, 0]
+        XCTAssertEqual(vals.withUnsafeBufferPointer { BucketedAttention.stableOrder(values: $0) }, [6, 1, 4, 7, 0, 2, 3, 5])
     }
 }

@@ -9,7 +9,7 @@ import XCTest
 /// `random_rotations`; 2 and 3 hash rounds, chunks before and after, causal with padding, and
 /// L ≤ chunk length).
 final class LSHSelfAttentionTests: XCTestCase {
-    static let cases = ["reformer", "reformer-causal", "reformer-full"]
+    static let cases = ["reformer", "reformer-causal", "reformer-full", "reformer-factorised"]
 
     func testParityWithHuggingFace() throws {
         for name in Self.cases {
@@ -59,7 +59,11 @@ final class LSHSelfAttentionTests: XCTestCase {
         let c = try Registry.make(id: "reformer", settings: s, inputShape: x.shape, seed: 2)
         XCTAssertEqual(try a(x).scalars, try b(x).scalars)
         XCTAssertNotEqual(try a(x).scalars, try c(x).scalars)
-        XCTAssertEqual(a.config.int("num_buckets"), 8)                    // largest power of 2 ≤ 2·48/8
+        XCTAssertEqual(a.config.ints("num_buckets"), [8])                  // largest power of 2 ≤ 2·48/8
+        // Past 2·max(√(4096/8), 8) = 44 buckets HF factorises: 2·(720/8) = 180 → 128 = 8 × 16.
+        let big = try Registry.make(id: "reformer", settings: s, inputShape: [1, 720, 8])
+        XCTAssertEqual(big.config.ints("num_buckets"), [8, 16])
+        XCTAssertTrue(try Registry.parameterRecords(id: "reformer", settings: s, inputShape: [1, 720, 8]).isEmpty == false)
         let recs = try Registry.parameterRecords(id: "reformer", settings: s, inputShape: x.shape)
         XCTAssertEqual(recs.map(\.key), ["query_key.weight", "value.weight"])
         // L not a multiple of the chunk: padded, output keeps L.

@@ -40,6 +40,10 @@ CASES = [
     ("reformer-full", dict(hidden_size=16, num_attention_heads=2, attention_head_size=8, lsh_attn_chunk_length=8,
                            num_buckets=4, num_hashes=2, lsh_num_chunks_before=1, lsh_num_chunks_after=0,
                            is_decoder=True, hash_seed=5), (2, 7), 7, 5),
+    # factorised buckets: 2 × 4 = 8 buckets from 1 + 2 rotation columns
+    ("reformer-factorised", dict(hidden_size=12, num_attention_heads=2, attention_head_size=4, lsh_attn_chunk_length=4,
+                                 num_buckets=[2, 4], num_hashes=2, lsh_num_chunks_before=1, lsh_num_chunks_after=0,
+                                 is_decoder=False, hash_seed=7), (1, 28), 28, 9),
 ]
 
 captured = {}
@@ -101,7 +105,8 @@ def main():
         amap = reference_map(m, cfg, o.attention_probs, o.buckets, lp, l, i)
         torch.manual_seed(kw["hash_seed"])
         nb = kw["num_buckets"]
-        rot = torch.randn(kw["num_attention_heads"], kw["attention_head_size"], kw["num_hashes"], nb // 2)
+        half = sum(nb) // 2 if isinstance(nb, list) else nb // 2
+        rot = torch.randn(kw["num_attention_heads"], kw["attention_head_size"], kw["num_hashes"], half)
         config = {k: v for k, v in kw.items() if k != "hash_seed"}
         common.save_fixture(name, "reformer", config, REFERENCE, m, x, y, amap, (0, i),
                             extra={"state.random_rotations": rot})

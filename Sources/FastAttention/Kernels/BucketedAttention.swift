@@ -22,8 +22,12 @@ public enum BucketedAttention {
     /// 2·half buckets, the first maximum on ties (as `torch.argmax`). `vectors` are `length` rows
     /// of d at stride `ld`; `rotations` is d × rounds × half, row-major (HF's per-head layout
     /// `(attention_head_size, num_hashes, num_buckets/2)`). Returns rounds × length buckets.
+    /// With several `factors` (HF's factorised `num_buckets`, each even), half = Σ factors/2 and
+    /// bucket = Σ_f (Π_{g<f} factor_g) · argmax over factor f's slice [x R_f, −x R_f].
     public static func rotationBuckets(vectors: UnsafePointer<Float>, ld: Int, length: Int, d: Int,
-                                       rotations: UnsafePointer<Float>, rounds: Int, half: Int) -> [Int32] {
+                                       rotations: UnsafePointer<Float>, rounds: Int, factors: [Int]) -> [Int32] {
+        precondition(factors.allSatisfy { $0 > 0 && $0 % 2 == 0 }, "bucket factors must be even")
+        let half = factors.reduce(0, +) / 2
         var buckets = [Int32](repeating: 0, count: rounds * length)
         if length == 0 { return buckets }
         let width = rounds * half
@@ -34,11 +38,17 @@ public enum BucketedAttention {
                       c: rp.baseAddress!, ldc: width)
             for i in 0..<length {
                 for r in 0..<rounds {
-                    let row = rp.baseAddress! + i * width + r * half
-                    var best = -Float.infinity, arg = 0
-                    for j in 0..<half where row[j] > best { best = row[j]; arg = j }
-                    for j in 0..<half where -row[j] > best { best = -row[j]; arg = half + j }
-                    buckets[r * length + i] = Int32(arg)
+                    var bucket = 0, product = 1, offset = 0
+                    for f in factors {
+                        let row = rp.baseAddress! + i * width + r * half + offset, h = f / 2
+                        var best = -Float.infinity, arg = 0
+                        for j in 0..<h where row[j] > best { best = row[j]; arg = j }
+                        for j in 0..<h where -row[j] > best { best = -row[j]; arg = h + j }
+                        bucket += product * arg
+                        product *= f
+                        offset += h
+                    }
+                    buckets[r * length + i] = Int32(bucket)
                 }
             }
         }
@@ -58,14 +68,18 @@ public enum BucketedAttention {
         return order
     }
 
-    /// Positions 0..<n sorted by value, ties by position (a stable argsort), O(n log n).
+    /// Positions 0..<n sorted by value, ties by position (a stable argsort), O(n log n). Sorts
+    /// one UInt64 per position (order-preserving bits of the value, then the position).
     public static func stableOrder(values: UnsafeBufferPointer<Float>) -> [Int32] {
-        var order = (0..<Int32(values.count)).map { $0 }
-        order.sort { a, b in
-            let va = values[Int(a)], vb = values[Int(b)]
-            return va < vb || (va == vb && a < b)
+        precondition(values.count <= Int(UInt32.max))
+        var keys = [UInt64](repeating: 0, count: values.count)
+        for (i, v) in values.enumerated() {
+            let bits = (v == 0 ? Float(0) : v).bitPattern              // −0 sorts with +0
+            let ordered = bits & 0x8000_0000 != 0 ? ~bits : bits | 0x8000_0000
+            keys[i] = UInt64(ordered) << 32 | UInt64(i)
         }
-        return order
+        keys.sort()
+        return keys.map { Int32(truncatingIfNeeded: $0 & 0xFFFF_FFFF) }
     }
 
     /// The inverse permutation: `inverse(order)[order[s]] == s`.

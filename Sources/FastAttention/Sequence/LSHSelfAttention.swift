@@ -35,9 +35,9 @@ import TensorCore
 /// - L ≤ lsh_attn_chunk_length runs full shared-QK attention (no hashing, self −1e5).
 /// - L not a multiple of the chunk length is padded at the end as `ReformerModel` does: padding
 ///   tokens get an extra bucket (buckets per round num_buckets+1) and are masked as keys.
-/// - `num_buckets` unset: the largest power of 2 ≤ 2·L/chunk, as HF's `_set_num_buckets`;
-///   HF's factorised buckets (a list, or the automatic split past 2·max(√(max_position_embeddings/chunk),
-///   chunk)) are not supported: set `num_buckets` explicitly there.
+/// - `num_buckets` unset: the largest power of 2 ≤ 2·L/chunk, as HF's `_set_num_buckets`, split
+///   into two factors past 2·max(√(max_position_embeddings/chunk), chunk); two factors (a list)
+///   hash each on its own slice of the rotations and combine as b₁ + f₁·b₂.
 /// - Causal is partial: keys after the query are masked, but which past keys share its chunk
 ///   depends on how later tokens hash (bucket membership sees the whole sequence).
 ///
@@ -55,26 +55,26 @@ public final class LSHSelfAttention: AttentionModule {
                 "rotations: random_rotations (heads, d, num_hashes, num_buckets/2) from the weights file, else drawn once from hash_seed or the module seed (HF redraws each call under hash_seed)",
                 "L ≤ lsh_attn_chunk_length: full shared-QK attention; L not a multiple of the chunk: padded at the end with its own bucket, as ReformerModel pads",
                 "is_decoder (causal) is partial: future keys are masked, but bucket membership depends on later tokens, so outputs before i can change when tokens after i change",
-                "num_buckets unset: largest power of 2 ≤ 2L/chunk; factorised buckets unsupported"])
+                "num_buckets unset: largest power of 2 ≤ 2L/chunk, factorised in two as HF when large; random_rotations then has (f1+f2)/2 columns"])
 
     public static let configSchema: [ConfigKey] = [
         ConfigKey("hidden_size", .int(1...65536), default: .none, "model width (taken from the input when unset)"),
         ConfigKey("num_attention_heads", .int(1...1024), default: .int(12), "heads"),
         ConfigKey("attention_head_size", .int(1...4096), default: .int(64), "width per head"),
         ConfigKey("lsh_attn_chunk_length", .int(1...65536), default: .int(64), "query chunk length after sorting"),
-        ConfigKey("num_buckets", .int(2...65536), default: .none, "buckets per hash round, even (default: largest power of 2 ≤ 2L/chunk)"),
+        ConfigKey("num_buckets", .ints(count: 1...2, each: 2...65536), default: .none, "buckets per hash round, even; two factors multiply (default: largest power of 2 ≤ 2L/chunk, factorised as HF when large)"),
         ConfigKey("num_hashes", .int(1...64), default: .int(1), "hash rounds"),
         ConfigKey("lsh_num_chunks_before", .int(0...64), default: .int(1), "previous chunks each chunk also sees"),
         ConfigKey("lsh_num_chunks_after", .int(0...64), default: .int(0), "following chunks each chunk also sees"),
         ConfigKey("is_decoder", .bool, default: .bool(false), "causal mask on positions (bucketing still sees the whole sequence)"),
         ConfigKey("hash_seed", .int(0...Int(Int32.max)), default: .none, "seed of the toolkit's own rotation draw (default: the module seed)"),
-        ConfigKey("max_position_embeddings", .int(1...1 << 24), default: .int(4096), "only used to refuse HF's automatic bucket factorisation"),
+        ConfigKey("max_position_embeddings", .int(1...1 << 24), default: .int(4096), "only used for HF's automatic bucket factorisation"),
         ConfigKey("lsh_attention_probs_dropout_prob", .float(0...1), default: .float(0), "accepted; eval mode"),
     ]
 
     public let config: Config
     let hidden: Int, heads: Int, headSize: Int, chunk: Int, numHashes: Int, before: Int, after: Int
-    let numBuckets: Int, isDecoder: Bool, length: Int
+    let numBuckets: Int, bucketFactors: [Int], isDecoder: Bool, length: Int
     let queryKey: Linear, value: Linear
     /// heads, d, num_hashes, num_buckets/2
     let randomRotations: Tensor
@@ -96,28 +96,25 @@ public final class LSHSelfAttention: AttentionModule {
         after = config.int("lsh_num_chunks_after")
         isDecoder = config.bool("is_decoder")
         length = inputShape[1]
-        if let nb = config.optionalInt("num_buckets") {
-            guard nb % 2 == 0 else {
-                throw ConfigError.inconsistent(module: id, message: "num_buckets=\(nb) must be even (buckets are argmax over [xR, −xR])")
+        if case .ints(let nb)? = config.values["num_buckets"] {
+            guard nb.allSatisfy({ $0 % 2 == 0 }) else {
+                throw ConfigError.inconsistent(module: id, message: "num_buckets=\(nb.map(String.init).joined(separator: ",")) must be even (buckets are argmax over [xR, −xR])")
             }
-            numBuckets = nb
+            bucketFactors = nb
         } else {
-            // HF `_set_num_buckets`: the largest power of 2 ≤ 2·(L // chunk), at least 2.
+            // HF `_set_num_buckets`: the largest power of 2 ≤ 2·(L // chunk), at least 2, split into
+            // two factors when it exceeds 2·max(√(max_position_embeddings // chunk), chunk).
             let target = max(2 * (length / chunk), 2)
-            let nb = 1 << (Int.bitWidth - 1 - target.leadingZeroBitCount)
-            let maxPos = config.int("max_position_embeddings")
-            let limit = 2 * max(Int(Double(maxPos / chunk).squareRoot()), chunk)
-            guard nb <= limit else {
-                throw ConfigError.inconsistent(module: id,
-                    message: "L=\(length) would make HF factorise num_buckets=\(nb) (above \(limit)); factorised buckets are not supported: set num_buckets")
-            }
-            numBuckets = nb
-            try? config.resolveChannels("num_buckets", from: nb)
+            let p2 = Int.bitWidth - 1 - target.leadingZeroBitCount
+            let limit = 2 * max(Int(Double(config.int("max_position_embeddings") / chunk).squareRoot()), chunk)
+            bucketFactors = 1 << p2 > limit ? [1 << (p2 / 2), 1 << (p2 - p2 / 2)] : [1 << p2]
+            config.fill("num_buckets", bucketFactors)
         }
+        numBuckets = bucketFactors.reduce(1, *)
         self.config = config
         queryKey = Linear(p.scoped("query_key"), inFeatures: hidden, outFeatures: heads * headSize, bias: false)
         value = Linear(p.scoped("value"), inFeatures: hidden, outFeatures: heads * headSize, bias: false)
-        let shape = [heads, headSize, numHashes, numBuckets / 2]
+        let shape = [heads, headSize, numHashes, bucketFactors.reduce(0, +) / 2]
         if let r = p.optionalBuffer("random_rotations", shape: shape) {
             randomRotations = r
         } else if let s = config.optionalInt("hash_seed") {
@@ -135,6 +132,7 @@ public final class LSHSelfAttention: AttentionModule {
     }
 
     /// Full attention (no hashing) when the sequence fits one chunk.
+    /// Rotation columns per round: Σ factors / 2.
     func isStandard(_ l: Int) -> Bool { l <= chunk }
     func paddedLength(_ l: Int) -> Int { isStandard(l) ? l : (l + chunk - 1) / chunk * chunk }
 
@@ -174,7 +172,7 @@ public final class LSHSelfAttention: AttentionModule {
             return Array(repeating: BucketedAttention.Plan(queryIndex: all, keyIndex: all, queryChunk: l, keyChunk: l),
                          count: n * heads)
         }
-        let hd = heads * headSize, half = numBuckets / 2
+        let hd = heads * headSize, half = bucketFactors.reduce(0, +) / 2
         let perRound = numBuckets + (lp > l ? 1 : 0)
         var plans = [BucketedAttention.Plan?](repeating: nil, count: n * heads)
         qk.withUnsafeBufferPointer { qp in
@@ -185,7 +183,7 @@ public final class LSHSelfAttention: AttentionModule {
                             let b = p / heads, h = p % heads
                             var buckets = BucketedAttention.rotationBuckets(
                                 vectors: qp.baseAddress! + b * lp * hd + h * headSize, ld: hd, length: lp, d: headSize,
-                                rotations: rp.baseAddress! + h * headSize * numHashes * half, rounds: numHashes, half: half)
+                                rotations: rp.baseAddress! + h * headSize * numHashes * half, rounds: numHashes, factors: bucketFactors)
                             var order: [Int32] = []
                             order.reserveCapacity(numHashes * lp)
                             for r in 0..<numHashes {
@@ -260,5 +258,15 @@ public final class LSHSelfAttention: AttentionModule {
         }
         let label = query.head.map { "head \($0): LSH buckets" } ?? (heads == 1 ? "LSH buckets" : "LSH buckets (mean of \(heads) heads)")
         return AttentionMap(kind: .perQuery, values: Tensor(shape: [1, 1, l], scalars: row), labels: [label])
+    }
+}
+
+extension Config {
+    /// Records the num_buckets the module derived (HF writes it back into its config too).
+    fileprivate mutating func fill(_ name: String, _ value: [Int]) {
+        var v = values
+        v[name] = .ints(value)
+        self = (try? Config(module: module, schema: schema, settings: v.compactMapValues { $0 == .none ? nil : $0.description }
+            .filter { explicit.contains($0.key) || $0.key == name })) ?? self
     }
 }

@@ -101,45 +101,54 @@ public final class SmyrfAttention: AttentionModule {
     /// `x` is N×Lp×C (padded), the first `l` positions real.
     func plans(_ x: Tensor, l: Int) -> [BucketedAttention.Plan] {
         let (n, lp, c, nh) = (x.shape[0], x.shape[1], channels, nHashes)
-        var plans = [BucketedAttention.Plan?](repeating: nil, count: n)
         let a = alpha.scalars, bt = beta.scalars
+        // Hash values per (batch, round): queries then keys, each Lp.
+        var hashes = [Float](repeating: 0, count: n * nh * 2 * lp)
         x.withUnsafeBufferPointer { xp in
             alpha.withUnsafeBufferPointer { ap in
-                plans.withUnsafeMutableBufferPointer { out in
-                    Threads.parallelFor(n) { range in
-                        for b in range {
-                            let xb = xp.baseAddress! + b * lp * c
-                            // proj (Lp × n_hashes) = X · α[:C]
-                            var proj = [Float](repeating: 0, count: lp * nh)
-                            proj.withUnsafeMutableBufferPointer {
-                                BLAS.gemm(m: lp, n: nh, k: c, a: xb, lda: c, b: ap.baseAddress!, ldb: nh, c: $0.baseAddress!, ldc: nh)
-                            }
-                            var norms = [Float](repeating: 0, count: lp)
-                            for i in 0..<lp {
-                                var s: Float = 0
-                                for e in 0..<c { s += xb[i * c + e] * xb[i * c + e] }
-                                norms[i] = s.squareRoot()
-                            }
-                            let mx = norms.max()!
-                            var qOrder: [Int32] = [], kOrder: [Int32] = []
-                            var sq = [Float](repeating: 0, count: lp), sk = [Float](repeating: 0, count: lp)
+                hashes.withUnsafeMutableBufferPointer { hp in
+                    var proj = [Float](repeating: 0, count: lp * nh), norms = [Float](repeating: 0, count: lp)
+                    for b in 0..<n {
+                        let xb = xp.baseAddress! + b * lp * c
+                        // proj (Lp × n_hashes) = X · α[:C]
+                        proj.withUnsafeMutableBufferPointer {
+                            BLAS.gemm(m: lp, n: nh, k: c, a: xb, lda: c, b: ap.baseAddress!, ldb: nh, c: $0.baseAddress!, ldc: nh)
+                        }
+                        for i in 0..<lp {
+                            var s: Float = 0
+                            for e in 0..<c { s += xb[i * c + e] * xb[i * c + e] }
+                            norms[i] = s.squareRoot()
+                        }
+                        let mx = norms.max()!
+                        for i in 0..<lp {
+                            let ext = max(mx * mx + mx * mx - norms[i] * norms[i], 0).squareRoot()
                             for h in 0..<nh {
-                                for i in 0..<lp {
-                                    if i >= l { sq[i] = .infinity; sk[i] = .infinity; continue }
-                                    let ext = max(mx * mx + mx * mx - norms[i] * norms[i], 0).squareRoot()
-                                    sq[i] = proj[i * nh + h] + ext * a[(c + 1) * nh + h] + bt[h]
-                                    sk[i] = proj[i * nh + h] + ext * a[c * nh + h] + bt[h]
-                                }
-                                qOrder += sq.withUnsafeBufferPointer { BucketedAttention.stableOrder(values: $0) }
-                                kOrder += sk.withUnsafeBufferPointer { BucketedAttention.stableOrder(values: $0) }
+                                let q = hp.baseAddress! + ((b * nh + h) * 2) * lp, k = q + lp
+                                if i >= l { q[i] = .infinity; k[i] = .infinity; continue }   // padding sorts last
+                                q[i] = proj[i * nh + h] + ext * a[(c + 1) * nh + h] + bt[h]
+                                k[i] = proj[i * nh + h] + ext * a[c * nh + h] + bt[h]
                             }
-                            out[b] = BucketedAttention.Plan(queryIndex: qOrder, keyIndex: kOrder, queryChunk: qAttn, keyChunk: kAttn)
                         }
                     }
                 }
             }
         }
-        return plans.map { $0! }
+        // Sorted orders per (batch, round, queries|keys), in parallel.
+        var orders = [[Int32]](repeating: [], count: n * nh * 2)
+        hashes.withUnsafeBufferPointer { hp in
+            orders.withUnsafeMutableBufferPointer { op in
+                Threads.parallelFor(n * nh * 2) { range in
+                    for t in range {
+                        op[t] = BucketedAttention.stableOrder(values: UnsafeBufferPointer(rebasing: hp[(t * lp)..<((t + 1) * lp)]))
+                    }
+                }
+            }
+        }
+        return (0..<n).map { b in
+            let rounds = (0..<nh).map { (b * nh + $0) * 2 }
+            return BucketedAttention.Plan(queryIndex: rounds.flatMap { orders[$0] }, keyIndex: rounds.flatMap { orders[$0 + 1] },
+                                          queryChunk: qAttn, keyChunk: kAttn)
+        }
     }
 
     func padded(_ x: Tensor) -> Tensor {
