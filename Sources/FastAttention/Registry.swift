@@ -43,6 +43,8 @@ public enum Registry {
         MultiscaleRetinaAttention.self,
         JukeboxFactoredAttention.self,
         BigBirdBlockSparseAttention.self,
+        LSHSelfAttention.self,
+        SmyrfAttention.self,
 
     ]
 
