@@ -45,6 +45,7 @@ public enum Registry {
         BigBirdBlockSparseAttention.self,
         LSHSelfAttention.self,
         SmyrfAttention.self,
+        InformerProbSparseAttention.self,
 
     ]
 
