@@ -7,8 +7,9 @@ import XCTest
 /// etc against Tools/reference/etc.py (a PyTorch restatement of google-research etcmodel) through
 /// the committed fixtures: shared projections with relative positions (L = 13, blocks of 4, 3
 /// heads); every projection separate but k/v shared, hard l2g and g2l masks, a larger relative
-/// vocabulary and separate feed-forwards; no relative positions with pre-LayerNorm order and a
-/// shared output projection (the dense-kernel path for the global rows); 35 global tokens (two
+/// vocabulary and separate feed-forwards; no relative positions with pre-LayerNorm order, a
+/// shared output projection and blocks from global_seq_len (the dense-kernel path for the global
+/// rows); 35 global tokens (two
 /// tiles of global rows). Every weight random.
 final class ETCTests: XCTestCase {
     static let cases = ["etc", "etc-unshared-hard", "etc-plain", "etc-many-globals"]
@@ -51,6 +52,16 @@ final class ETCTests: XCTestCase {
         XCTAssertLessThanOrEqual(composed.reduce(0, +), 1 + 1e-5)
         // Two layers: the own global token reaches tokens of its block beyond the radius.
         XCTAssertGreaterThan(composed[20], 0)
+    }
+
+    /// The default keeps at most global_seq_len = 16 global tokens, whatever L: blocks of ⌈L/16⌉.
+    func testDefaultGlobalCountIsFixed() throws {
+        let x = randomTensor([1, 100, 8], seed: 33)
+        let m = try Registry.make(id: "etc", settings: ["num_attention_heads": "2", "use_hard_l2g_mask": "true"],
+                                  inputShape: x.shape, seed: 2)
+        let spread = Array(try m.attentionMap(x, query: MapQuery(row: 0, column: 50)).values.scalars[100..<200])
+        // Token 50 sits in block 50 / 7 = 7 (blocks of ⌈100/16⌉ = 7): only tokens 49..55 carry its l2g weight.
+        for j in 0..<100 { XCTAssertEqual(spread[j] > 0, (49...55).contains(j), "token \(j)") }
     }
 
     /// O((N g + g² + N k) D): with one layer a long token depends on tokens outside its radius
@@ -106,6 +117,10 @@ final class ETCTests: XCTestCase {
         XCTAssertThrowsError(try Registry.make(id: "etc", settings: ["relative_pos_max_distance": "0", "relative_vocab_size": "6"],
                                                inputShape: [1, 5, 8]))
         XCTAssertThrowsError(try Registry.make(id: "etc", settings: ["local_radiu": "2"], inputShape: [1, 5, 8]))
+        XCTAssertThrowsError(try Registry.make(id: "etc", settings: ["num_tokens_per_block": "4", "global_seq_len": "3"],
+                                               inputShape: [1, 5, 8])) { e in
+            XCTAssertTrue(String(describing: e).contains("not both"), "\(e)")
+        }
         XCTAssertThrowsError(try m.attentionMap(randomTensor([1, 5, 8]), query: MapQuery(row: 0, column: 5)))
         let onMap = try Registry.make(id: "etc", inputShape: [1, 12, 8])
         XCTAssertEqual(try onMap.apply(randomTensor([1, 8, 3, 4])).shape, [1, 8, 3, 4])

@@ -9,9 +9,10 @@ QkvRelativeLocalAttention; `layers/transformer.py` GlobalLocalTransformerLayers;
 (written here, not copied), taking the "full" attention path etcmodel itself uses for
 L ≤ 1024 (dense logits with the local mask; the Swift module never builds them):
 
-  - g global tokens, one per block of `num_tokens_per_block` long tokens ("fixed blocks"), all
-    starting from one learned `global_token_embedding` (make_fixed_block_side_inputs gives every
-    global token the same id);
+  - g global tokens, one per block of B long tokens ("fixed blocks"), all starting from one
+    learned `global_token_embedding` (make_fixed_block_side_inputs gives every global token the
+    same id); B = `num_tokens_per_block` when given, else B = ⌈L / global_seq_len⌉, so at most
+    `global_seq_len` global tokens (ETC's fixed global length; this keeps the cost linear in L);
   - fused attention: a long token attends in ONE softmax to the long tokens within
     `local_radius` (l2l) and to the global tokens (l2g); a global token in one softmax to all
     global tokens (g2g) and all long tokens (g2l); `use_hard_l2g_mask` / `use_hard_g2l_mask`
@@ -164,7 +165,8 @@ class Layer(nn.Module):
 
 
 class ETC(nn.Module):
-    def __init__(self, hidden_size, num_attention_heads, local_radius, num_tokens_per_block, num_hidden_layers=2,
+    def __init__(self, hidden_size, num_attention_heads, local_radius, num_tokens_per_block=None, global_seq_len=16,
+                 num_hidden_layers=2,
                  intermediate_size=None, relative_pos_max_distance=0, relative_vocab_size=None,
                  share_feed_forward_params=True, share_kv_projections=False, share_qkv_projections=True,
                  share_att_output_projection=False, use_hard_g2l_mask=False, use_hard_l2g_mask=False,
@@ -173,7 +175,8 @@ class ETC(nn.Module):
         m = relative_pos_max_distance
         if m > 0 and relative_vocab_size is None:
             relative_vocab_size = 2 * m + 3
-        self.local_radius, self.block, self.max_distance = local_radius, num_tokens_per_block, m
+        self.local_radius, self.tokens_per_block, self.global_seq_len = local_radius, num_tokens_per_block, global_seq_len
+        self.max_distance = m
         self.hard_g2l, self.hard_l2g = use_hard_g2l_mask, use_hard_l2g_mask
         self.global_token_embedding = nn.Parameter(torch.randn(hidden_size))
         self.layers = nn.ModuleList([
@@ -185,6 +188,7 @@ class ETC(nn.Module):
     def side_inputs(self, n):
         """Fixed blocks: masks and relative ids as make_fixed_block_side_inputs +
         make_global_local_transformer_side_inputs give them (no padding)."""
+        self.block = self.tokens_per_block or -(-n // self.global_seq_len)
         g = (n + self.block - 1) // self.block
         i, k = torch.arange(n), torch.arange(g)
         sentence = i // self.block
@@ -242,7 +246,7 @@ CASES = [
                                relative_vocab_size=9, share_feed_forward_params=False, share_qkv_projections=False,
                                share_kv_projections=True, use_hard_g2l_mask=True, use_hard_l2g_mask=True),
      (2, 11, 8), 10),
-    ("etc-plain", dict(hidden_size=8, num_attention_heads=2, local_radius=1, num_tokens_per_block=3,
+    ("etc-plain", dict(hidden_size=8, num_attention_heads=2, local_radius=1, global_seq_len=4,
                        num_hidden_layers=2, intermediate_size=8, relative_pos_max_distance=0,
                        share_qkv_projections=False, share_att_output_projection=True, use_pre_activation_order=True),
      (1, 10, 8), 0),

@@ -25,7 +25,7 @@ REFERENCE = "Tools/reference/gmat.py GMAT (HF transformers 5.23 BertLayer stack 
 
 
 class GMAT(nn.Module):
-    def __init__(self, hidden_size, num_attention_heads, num_memory, local_radius=None, num_hidden_layers=2,
+    def __init__(self, hidden_size, num_attention_heads, num_memory=8, local_radius=8, num_hidden_layers=2,
                  intermediate_size=None, hidden_act="gelu", layer_norm_eps=1e-12):
         super().__init__()
         cfg = BertConfig(hidden_size=hidden_size, num_attention_heads=num_attention_heads,

@@ -8,8 +8,10 @@ import CKernels
 import Foundation
 import TensorCore
 
-/// ETC's global-local transformer layers on fixed blocks: g = ⌈L / num_tokens_per_block⌉ global
-/// tokens, one per block, and four attention pieces fused into two softmaxes — a long token over
+/// ETC's global-local transformer layers on fixed blocks: one global token per block of B long
+/// tokens — B = `num_tokens_per_block` when given, else B = ⌈L / global_seq_len⌉ so that at most
+/// `global_seq_len` global tokens cover any L — and four attention pieces fused into two
+/// softmaxes — a long token over
 /// its local window |i − j| ≤ `local_radius` (l2l) and the global tokens (l2g); a global token
 /// over all global tokens (g2g) and all long tokens (g2l).
 ///
@@ -19,8 +21,9 @@ import TensorCore
 ///
 /// - Input N×L×hidden_size, output N×L×hidden_size: the long tokens of the last layer.
 /// - Cost per layer: O((L·g + g² + L·(2r+1))·D) — l2l through a blocked band kernel, the g global
-///   rows over g + L keys in tiles; nothing L×L. With fixed blocks g = ⌈L/B⌉ grows with L, so for
-///   long inputs the L·g and g² terms are L²/B and L²/B²: linear in L only for a fixed g.
+///   rows over g + L keys in tiles; nothing L×L. Linear in L for the default fixed g
+///   (`global_seq_len`); a fixed `num_tokens_per_block` B makes g = ⌈L/B⌉ grow with L, and the
+///   L·g and g² terms then are L²/B and L²/B².
 /// - Map (per-query), three panels for the last layer, mean over heads or one head: (1) l2l, the
 ///   long token's weights over its window; (2) l2g, its weight on each global token spread evenly
 ///   over that token's block; (3) l2l plus the l2g weights carried to the tokens by the globals'
@@ -58,20 +61,21 @@ public final class ETC: AttentionModule {
         reference: "Tools/reference/etc.py (PyTorch restatement of google-research etcmodel GlobalLocalTransformerLayers, fixed blocks)",
         mapKind: .perQuery,
         mapDescription: "last layer: the long token's l2l window, its l2g weights spread over each global token's block, and l2l plus l2g carried by the globals' g2l reach",
-        notes: ["one global token per block of num_tokens_per_block long tokens, all starting from global_token_embedding",
+        notes: ["one global token per block of B long tokens, all starting from global_token_embedding; B = num_tokens_per_block, or ceil(N/global_seq_len) (default: at most 16 global tokens)",
                 "fused softmaxes: long over [window |i-j| <= local_radius, globals]; global over [globals, all long tokens]",
                 "relative positions (relative_pos_max_distance > 0) add q.E[id] + b[id] before the 1/sqrt(d) scale; own/other block ids for l2g, g2l",
                 "without relative positions and without use_hard_g2l_mask all global tokens stay identical",
                 "share_qkv_projections defaults to true (etcmodel GlobalLocalTransformerLayers)",
                 "post-LN eps 1e-12, gelu (tanh form) feed-forward shared by long and global",
-                "fixed blocks: g = ceil(N/num_tokens_per_block) grows with N, so the N g and g^2 terms are N^2/B and N^2/B^2 for large N (linear in N for a fixed g, e.g. num_tokens_per_block >= N)",
+                "linear in N for a fixed g (global_seq_len); with num_tokens_per_block B set, g = ceil(N/B) grows with N and the N g, g^2 terms are N^2/B, N^2/B^2",
                 "untrained: key projections = query projection (similarity initialisation)"])
 
     public static let configSchema: [ConfigKey] = [
         ConfigKey("hidden_size", .int(1...65536), default: .none, "token width (taken from the input when unset)"),
         ConfigKey("num_attention_heads", .int(1...1024), default: .int(4), "heads; must divide hidden_size"),
         ConfigKey("local_radius", .int(1...1_000_000), default: .int(8), "l2l window |i-j| <= local_radius"),
-        ConfigKey("num_tokens_per_block", .int(1...1_000_000), default: .int(16), "long tokens per global token"),
+        ConfigKey("num_tokens_per_block", .int(1...1_000_000), default: .none, "long tokens per global token (make_fixed_block_side_inputs); unset: ceil(L/global_seq_len)"),
+        ConfigKey("global_seq_len", .int(1...1_000_000), default: .int(16), "at most this many global tokens when num_tokens_per_block is unset"),
         ConfigKey("num_hidden_layers", .int(1...64), default: .int(2), "layers"),
         ConfigKey("intermediate_size", .int(1...262_144), default: .none, "feed-forward width (default 4·hidden_size)"),
         ConfigKey("relative_pos_max_distance", .int(0...4096), default: .int(4), "clip for relative positions M; 0: none"),
@@ -87,7 +91,9 @@ public final class ETC: AttentionModule {
 
     public let config: Config
     let hidden: Int, heads: Int
-    let geometry: ETCGeometry
+    let radius: Int, maxDistance: Int, hardG2L: Bool, hardL2G: Bool
+    /// num_tokens_per_block, or nil: ⌈L / global_seq_len⌉.
+    let tokensPerBlock: Int?, globalSeqLen: Int
     let globalEmbedding: Tensor           // C
     let layers: [ETCLayer]
 
@@ -117,8 +123,12 @@ public final class ETC: AttentionModule {
         }
         self.config = config
         (hidden, heads) = (c, h)
-        geometry = ETCGeometry(radius: config.int("local_radius"), blockSize: config.int("num_tokens_per_block"),
-                               maxDistance: m, hardG2L: config.bool("use_hard_g2l_mask"), hardL2G: config.bool("use_hard_l2g_mask"))
+        if config.isSet("num_tokens_per_block") && config.explicit.contains("global_seq_len") {
+            throw ConfigError.inconsistent(module: id, message: "set num_tokens_per_block or global_seq_len, not both")
+        }
+        (radius, maxDistance) = (config.int("local_radius"), m)
+        (hardG2L, hardL2G) = (config.bool("use_hard_g2l_mask"), config.bool("use_hard_l2g_mask"))
+        (tokensPerBlock, globalSeqLen) = (config.optionalInt("num_tokens_per_block"), config.int("global_seq_len"))
         globalEmbedding = p.parameter("global_token_embedding", shape: [c], initializer: .normal(std: 1))
         let options = ETCLayer.Options(hidden: c, heads: h, intermediate: config.int("intermediate_size"), vocab: vocab,
                                        shareFF: config.bool("share_feed_forward_params"),
@@ -136,15 +146,22 @@ public final class ETC: AttentionModule {
         return (x.shape[0], x.shape[1])
     }
 
-    /// The global tokens' input: the embedding for each of the ⌈L/block⌉ blocks, N×g×C.
-    func globalInput(n: Int, l: Int) -> Tensor {
-        globalEmbedding.reshaped([1, 1, hidden]).repeated([n, geometry.globals(l), 1])
+    /// The block layout for L long tokens.
+    func geometry(_ l: Int) -> ETCGeometry {
+        ETCGeometry(radius: radius, blockSize: tokensPerBlock ?? (l + globalSeqLen - 1) / globalSeqLen,
+                    maxDistance: maxDistance, hardG2L: hardG2L, hardL2G: hardL2G)
+    }
+
+    /// The global tokens' input: the embedding for each of the ⌈L/B⌉ blocks, N×g×C.
+    func globalInput(n: Int, _ geo: ETCGeometry, l: Int) -> Tensor {
+        globalEmbedding.reshaped([1, 1, hidden]).repeated([n, geo.globals(l), 1])
     }
 
     public func callAsFunction(_ x: Tensor) throws -> Tensor {
         let (n, l) = try checkTokens(x)
-        var (long, glob) = (x, globalInput(n: n, l: l))
-        for layer in layers { (long, glob) = try layer(long, glob, geometry, trace: nil) }
+        let geo = geometry(l)
+        var (long, glob) = (x, globalInput(n: n, geo, l: l))
+        for layer in layers { (long, glob) = try layer(long, glob, geo, trace: nil) }
         return long
     }
 
@@ -156,10 +173,10 @@ public final class ETC: AttentionModule {
         if let h = query.head, !(0..<heads).contains(h) {
             throw ModuleError.badQuery(module: Self.info.id, message: "head \(h) is outside 0..<\(heads)")
         }
-        let g = geometry.globals(l), i = query.column, bs = geometry.blockSize
+        let geo = geometry(l), g = geo.globals(l), i = query.column, bs = geo.blockSize
         let trace = AttentionTrace(row: i, heads: query.head.map { [$0] } ?? Array(0..<heads), sideRows: g)
-        var (long, glob) = (x.batchItem(0), globalInput(n: 1, l: l))
-        for layer in layers { (long, glob) = try layer(long, glob, geometry, trace: trace) }
+        var (long, glob) = (x.batchItem(0), globalInput(n: 1, geo, l: l))
+        for layer in layers { (long, glob) = try layer(long, glob, geo, trace: trace) }
         var reach = [Float](repeating: 0, count: g * l)
         for p in trace.sideRowsPerLayer.dropLast() { reach = carry(p, previous: reach, side: g, keys: g + l) }
         let row = trace.queryRows.last!                                    // g global weights, then L tokens
@@ -174,7 +191,7 @@ public final class ETC: AttentionModule {
         }
         let who = query.head.map { "head \($0) " } ?? ""
         return AttentionMap(kind: .perQuery, values: Tensor(shape: [3, 1, l], scalars: local + spread + composed),
-                            labels: [who + "l2l (radius \(geometry.radius))",
+                            labels: [who + "l2l (radius \(radius))",
                                      who + String(format: "l2g over blocks (%.2f)", l2g.reduce(0, +)),
                                      who + "l2l + via globals"])
     }
