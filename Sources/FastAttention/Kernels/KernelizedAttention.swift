@@ -417,11 +417,11 @@ extension KernelizedAttention {
                   beta: bias == nil ? 0 : 1, c: dst, ldc: d)
     }
 
-    /// y = elu(x) + 1 on n values (vectorised exp).
+    /// y = elu(x) + 1 = exp(min(x, 0)) + max(x, 0) on n values: branch-free, vectorised exp.
     static func eluPlusOne(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
-        for j in 0..<n { y[j] = min(x[j], 0) }
+        for j in 0..<n { y[j] = Swift.min(x[j], 0) }
         fa_exp(y, y, n)
-        for j in 0..<n where x[j] > 0 { y[j] = x[j] + 1 }
+        for j in 0..<n { y[j] += Swift.max(x[j], 0) }
     }
 
     /// N×L×(H·d) → N×H×L×d (heads as contiguous channel slices, as every reference splits them).
