@@ -17,7 +17,9 @@ import TensorCore
 /// - Map (per-query): the implicit weights φ(q_i)·φ(k_j) / Σ_j' φ(q_i)·φ(k_j') (j ≤ i when
 ///   causal; the causal normaliser includes the reference's 1e-6·Σφ(q_i)), for the chosen head
 ///   or the mean over heads, in O(L·m).
-/// - Cost O(L·m·d) time, O(L·m + m·d) memory.
+/// - Cost O(L·m·d) time; beyond the projections, O(T·m + m·d) memory per worker (features
+///   are made chunk by chunk, never stored for the whole sequence; performer-pytorch stores
+///   L×m per head).
 ///
 /// Quirks of the reference (matched):
 /// - The stabiliser `stab` is the max over features for each query, but for keys the max over
