@@ -89,6 +89,16 @@ public struct AttentionMap: Sendable {
         self.values = values
         self.labels = labels
     }
+
+    /// The one map to show when there is room for one (gallery cells, batch maps): a composed
+    /// map (hops, reach, "+" sums of branches) when the module gives one, else the first.
+    public var primaryIndex: Int {
+        let lower = labels.map { $0.lowercased() }
+        for words in [["composed", "2 hops", "2-hop", "two hops"], ["reach", " + ", "sum", "plus", "combined"]] {
+            if let i = lower.firstIndex(where: { l in words.contains { l.contains($0) } }) { return i }
+        }
+        return 0
+    }
 }
 
 /// Errors a module raises at its boundary.
