@@ -7,6 +7,7 @@ public enum Registry {
     public static let modules: [any AttentionModule.Type] = [
         NonLocal2d.self,
         SparseTransformerAttention.self,
+        BPTransformerBlock.self,
         TransformerOnDietAttention.self,
         LongformerSelfAttention.self,
         MultiscaleRetinaAttention.self,

@@ -31,11 +31,13 @@ public struct PairRule: Hashable, Sendable, CustomStringConvertible {
     public var coarsePool = 0
     public var coarseLag = 0
     public var coarseTwoSided = false
+    /// k ∈ adjacency's key list of q: an explicit graph (BP-Transformer's edges).
+    public var adjacency: Adjacency?
 
     public init(minDelta: Int? = nil, maxDelta: Int? = nil, deltaStride: Int = 1, segment: Int = 0,
                 keyPeriod: Int = 0, keyPhases: Range<Int> = 0..<0, keys: Range<Int>? = nil,
                 queries: Range<Int>? = nil, coarseBase: Int = 0, coarsePool: Int = 0, coarseLag: Int = 0,
-                coarseTwoSided: Bool = false) {
+                coarseTwoSided: Bool = false, adjacency: Adjacency? = nil) {
         self.minDelta = minDelta
         self.maxDelta = maxDelta
         self.deltaStride = deltaStride
@@ -48,6 +50,7 @@ public struct PairRule: Hashable, Sendable, CustomStringConvertible {
         self.coarsePool = coarsePool
         self.coarseLag = coarseLag
         self.coarseTwoSided = coarseTwoSided
+        self.adjacency = adjacency
     }
 
     /// k ≤ q.
@@ -64,6 +67,7 @@ public struct PairRule: Hashable, Sendable, CustomStringConvertible {
         if keyPeriod > 0, !keyPhases.contains(k % keyPeriod) { return false }
         if let r = keys, !r.contains(k) { return false }
         if let r = queries, !r.contains(q) { return false }
+        if let a = adjacency, !a.contains(q, k) { return false }
         if coarsePool > 0 {
             guard k >= coarseBase, q < coarseBase else { return false }
             let start = (k - coarseBase) * coarsePool, end = start + coarsePool - 1
@@ -75,6 +79,7 @@ public struct PairRule: Hashable, Sendable, CustomStringConvertible {
     /// True when only delta bounds are set (so fullness and emptiness over a box are analytic).
     var isBandOnly: Bool {
         deltaStride == 1 && segment == 0 && keyPeriod == 0 && keys == nil && queries == nil && coarsePool == 0
+            && adjacency == nil
     }
 
     public var description: String {
@@ -91,11 +96,46 @@ public struct PairRule: Hashable, Sendable, CustomStringConvertible {
         if keyPeriod > 0 { parts.append("k%\(keyPeriod)∈\(keyPhases.lowerBound)..<\(keyPhases.upperBound)") }
         if let r = keys { parts.append("k∈\(r.lowerBound)..<\(r.upperBound)") }
         if let r = queries { parts.append("q∈\(r.lowerBound)..<\(r.upperBound)") }
+        if let a = adjacency { parts.append("edge of \(a.name)") }
         if coarsePool > 0 {
             parts.append("coarse k≥\(coarseBase): span of \(coarsePool) ends ≤ q−\(coarseLag)" + (coarseTwoSided ? " or starts ≥ q+\(coarseLag)" : ""))
         }
         return parts.isEmpty ? "all" : parts.joined(separator: " ∧ ")
     }
+}
+
+/// An explicit pair set: for each query position its sorted key positions (CSR). Compared by
+/// identity, as a rule's graph.
+public final class Adjacency: Hashable, @unchecked Sendable {
+    public let name: String
+    let offsets: [Int32]
+    let keys: [Int32]
+
+    /// `keysOf[q]`: the keys of query q (each at most once).
+    public init(name: String, keysOf: [[Int]]) {
+        self.name = name
+        var off: [Int32] = [0], ks: [Int32] = []
+        for list in keysOf {
+            ks += list.sorted().map(Int32.init)
+            off.append(Int32(ks.count))
+        }
+        offsets = off
+        keys = ks
+    }
+
+    @inline(__always) public func contains(_ q: Int, _ k: Int) -> Bool {
+        guard q >= 0, q + 1 < offsets.count else { return false }
+        var lo = Int(offsets[q]), hi = Int(offsets[q + 1])
+        let key = Int32(k)
+        while lo < hi {
+            let mid = (lo + hi) >> 1
+            if keys[mid] < key { lo = mid + 1 } else { hi = mid }
+        }
+        return lo < Int(offsets[q + 1]) && keys[lo] == key
+    }
+
+    public static func == (a: Adjacency, b: Adjacency) -> Bool { a === b }
+    public func hash(into h: inout Hasher) { h.combine(ObjectIdentifier(self)) }
 }
 
 /// The pairs present inside one (query block, key block) entry: the union of its rules.
