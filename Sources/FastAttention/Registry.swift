@@ -38,6 +38,7 @@ public enum Registry {
         SparseTransformerAttention.self,
         ETC.self,
         GMAT.self,
+        BPTransformerBlock.self,
         TransformerOnDietAttention.self,
         LongformerSelfAttention.self,
         MultiscaleRetinaAttention.self,

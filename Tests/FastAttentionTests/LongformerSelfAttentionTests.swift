@@ -7,7 +7,8 @@ import XCTest
 /// longformer against HF transformers' LongformerSelfAttention (Tools/reference/longformer.py),
 /// and the dilated window against the dense masked reference written from the paper.
 final class LongformerSelfAttentionTests: XCTestCase {
-    static let cases = ["longformer", "longformer-global", "longformer-global-query", "longformer-dilated"]
+    static let cases = ["longformer", "longformer-global", "longformer-global-query", "longformer-dilated",
+                        "longformer-autoregressive"]
 
     func testParityWithHF() throws {
         for name in Self.cases {
@@ -35,6 +36,18 @@ final class LongformerSelfAttentionTests: XCTestCase {
             }
             let x = randomTensor([2, 37, 8], seed: 5)
             XCTAssertEqual(try m(x).shape, [2, 37, 8])
+        }
+    }
+
+    func testAutoregressiveIgnoresTheFuture() throws {
+        for d in [1, 2] {
+            var x = randomTensor([1, 45, 8], seed: 8)
+            let m = try Registry.make(id: "longformer", settings: ["autoregressive": "true", "attention_window": "8",
+                                                                   "global_tokens": "3", "attention_dilation": "\(d)"],
+                                      inputShape: x.shape, seed: 1)
+            let y0 = try m(x)
+            x.withUnsafeMutableBufferPointer { p in for i in (19 * 8)..<(45 * 8) { p[i] = 2 } }
+            XCTAssertEqual(Array(y0.scalars[0..<(19 * 8)]), Array(try m(x).scalars[0..<(19 * 8)]), "d=\(d)")
         }
     }
 

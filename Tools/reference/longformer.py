@@ -30,6 +30,7 @@ CASES = [
     ("longformer-global", dict(hidden_size=12, num_attention_heads=3, attention_window=6), 3, (2, 42, 12), 30, 1),
     ("longformer-global-query", dict(hidden_size=8, num_attention_heads=2, attention_window=4), 2, (1, 28, 8), 1, 1),
     ("longformer-dilated", dict(hidden_size=8, num_attention_heads=2, attention_window=6), 2, (2, 36, 8), 23, 2),
+    ("longformer-autoregressive", dict(hidden_size=8, num_attention_heads=2, attention_window=8), 2, (1, 34, 8), 20, -1),
 ]
 
 
@@ -42,9 +43,10 @@ def hf_forward(m, x, g, output_attentions=True):
              is_global_attn=bool(is_global.any()), output_attentions=output_attentions)
 
 
-def dilated_reference(m, x, g, w, d):
+def dilated_reference(m, x, g, w, d, causal=False):
     """Dense masked attention: local rows over {j : |i-j| <= w*d, (i-j) % d == 0} | {j < g} with the
-    local projections; global rows (i < g) over all keys with the *_global projections."""
+    local projections; global rows (i < g) over all keys with the *_global projections. With
+    `causal` (the toolkit's autoregressive mode) only j <= i, for global rows too."""
     b, l, c = x.shape
     h = m.num_heads
     hd = c // h
@@ -53,13 +55,18 @@ def dilated_reference(m, x, g, w, d):
     i = torch.arange(l).view(l, 1)
     j = torch.arange(l).view(1, l)
     allowed = (((i - j).abs() <= w * d) & (torch.remainder(i - j, d) == 0)) | (j < g)
+    if causal:
+        allowed = allowed & (j <= i)
     s = (q @ k.transpose(-1, -2)).masked_fill(~allowed, float("-inf"))
     p = torch.softmax(s, dim=-1)
     out = (p @ v).transpose(1, 2).reshape(b, l, c)
     if g > 0:
         qg = split(m.query_global(x)) / math.sqrt(hd)
         kg, vg = split(m.key_global(x)), split(m.value_global(x))
-        pg = torch.softmax(qg[:, :, :g] @ kg.transpose(-1, -2), dim=-1)
+        sg = qg[:, :, :g] @ kg.transpose(-1, -2)
+        if causal:
+            sg = sg.masked_fill(j > torch.arange(g).view(g, 1), float("-inf"))
+        pg = torch.softmax(sg, dim=-1)
         out[:, :g] = (pg @ vg).transpose(1, 2).reshape(b, g, c)
         p = p.clone()
         p[:, :, :g] = pg
@@ -77,7 +84,10 @@ def main():
         w = cfg["attention_window"] // 2
         l = shape[1]
         with torch.no_grad():
-            if dil == 1:
+            if dil == -1:
+                y, p = dilated_reference(m, x, g, w, 1, causal=True)
+                amap = p[0, :, qpos, :].mean(0).reshape(1, 1, l)
+            elif dil == 1:
                 outs = hf_forward(m, x, g)
                 y = outs[0]
                 # The dense reference used for dilation agrees with HF at d = 1.
@@ -100,9 +110,11 @@ def main():
         kw = dict(cfg)
         if g:
             kw["global_tokens"] = g
-        if dil != 1:
+        if dil > 1:
             kw["attention_dilation"] = dil
-        common.save_fixture(name, "longformer", kw, REFERENCE + ("" if dil == 1 else " weights; dilated dense masked reference"),
+        if dil == -1:
+            kw["autoregressive"] = True
+        common.save_fixture(name, "longformer", kw, REFERENCE + ("" if dil == 1 else " weights; dense masked reference from the paper"),
                             m, x, y, amap, (0, qpos))
 
 

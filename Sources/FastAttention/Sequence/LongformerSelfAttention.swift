@@ -25,7 +25,9 @@ import TensorCore
 ///   CUDA kernel has `attention_dilation`); the toolkit key `attention_dilation=d` gives the
 ///   paper's dilated window (j = i + d·m, |m| ≤ w), checked against a dense masked reference
 ///   written from the paper (Tools/reference/longformer.py), computed on residue classes mod d
-///   (the kernel's permuted order) so blocks stay dense. No causal variant (HF is bidirectional).
+///   (the kernel's permuted order) so blocks stay dense. HF is bidirectional; `autoregressive=true`
+///   (allenai's config key, whose TVM kernel has the mode) keeps keys i − w·d … i, and global
+///   rows attend to k ≤ i only (this package's choice: the module stays strictly causal).
 /// - Map (per-query): the query's softmax row — band (dilated) plus global columns for a local
 ///   query, the full global row for a global query; mean over heads.
 /// - Keys: `query, key, value, query_global, key_global, value_global` `.weight (C,C)/.bias (C)`.
@@ -34,13 +36,13 @@ public final class LongformerSelfAttention: BlockSparseModule {
     public static let info = ModuleInfo(
         id: "longformer", title: "Longformer: The Long-Document Transformer (sliding window + global)",
         arxiv: "2004.05150", year: 2020, complexity: "O(N (k+g) D)", complexityExponent: 1,
-        kind: .sequence, causal: false,
+        kind: .sequence, causal: true,
         reference: "transformers 5.23.0 LongformerSelfAttention(config, layer_id=0)", mapKind: .perQuery,
         mapDescription: "softmax weights of the query over its window of ±attention_window/2 tokens (dilated with attention_dilation) and the global tokens 0..g-1; a global query's row covers every position",
         notes: ["global_tokens=g makes positions 0..g-1 global (as LongformerModel marks them); their rows use the *_global projections over all positions",
                 "any L (HF needs L % attention_window == 0; LongformerModel pads with masked tokens, which this equals)",
                 "HF has no dilation; attention_dilation (toolkit key, allenai's name) follows the paper, reference written from it",
-                "bidirectional only (HF); untrained key = query, key_global = query_global"])
+                "autoregressive=true (allenai's key; HF has none): one-sided window, global rows causal too; untrained key = query, key_global = query_global"])
 
     public static let configSchema: [ConfigKey] = [
         ConfigKey("hidden_size", .int(1...65536), default: .none, "channels C (taken from the input when unset)"),
@@ -48,10 +50,11 @@ public final class LongformerSelfAttention: BlockSparseModule {
         ConfigKey("attention_window", .int(2...1_000_000), default: .int(64), "window size 2w (even): each token sees ±w (HF default 512; 64 keeps a photo map's window within about a grid row)"),
         ConfigKey("global_tokens", .int(0...1_000_000), default: .int(0), "positions 0..g-1 are global (toolkit key)"),
         ConfigKey("attention_dilation", .int(1...1024), default: .int(1), "window dilation d (toolkit key; HF has none)"),
+        ConfigKey("autoregressive", .bool, default: .bool(false), "causal: keys i-w·d..i, global rows see k ≤ i (allenai's key; HF has none)"),
     ]
 
     public let config: Config
-    let channels: Int, heads: Int, window: Int, globals: Int, dilation: Int
+    let channels: Int, heads: Int, window: Int, globals: Int, dilation: Int, autoregressive: Bool
     let query: Linear, key: Linear, value: Linear
     let queryGlobal: Linear, keyGlobal: Linear, valueGlobal: Linear
 
@@ -81,6 +84,7 @@ public final class LongformerSelfAttention: BlockSparseModule {
         window = aw / 2
         globals = config.int("global_tokens")
         dilation = config.int("attention_dilation")
+        autoregressive = config.bool("autoregressive")
         let c = channels
         query = Linear(p.scoped("query"), inFeatures: c, outFeatures: c)
         let k = Linear(p.scoped("key"), inFeatures: c, outFeatures: c)
@@ -102,14 +106,16 @@ public final class LongformerSelfAttention: BlockSparseModule {
     func buildLayouts(length: Int) throws -> [[BlockLayout]] {
         guard length >= 1 else { throw ModuleError.badInput(module: Self.info.id, expected: "L ≥ 1", found: [length]) }
         return [[Self.slidingWindow(length: length, block: blockSize, window: window, dilation: dilation,
-                                    globals: min(globals, length))]]
+                                    globals: min(globals, length), causal: autoregressive)]]
     }
 
     /// {|i − j| ≤ w·d, (i − j) mod d = 0} ∪ {j < g}; with d > 1 on residue classes mod d.
-    static func slidingWindow(length: Int, block: Int, window w: Int, dilation d: Int, globals g: Int) -> BlockLayout {
+    static func slidingWindow(length: Int, block: Int, window w: Int, dilation d: Int, globals g: Int,
+                              causal: Bool = false) -> BlockLayout {
         let order: [Int]? = d == 1 ? nil : (0..<d).flatMap { c in Swift.stride(from: c, to: length, by: d) }
         var b = BlockLayoutBuilder(length: length, blockSize: block, order: order)
-        let band = PairRule(minDelta: -w * d, maxDelta: w * d, deltaStride: d)
+        let band = PairRule(minDelta: -w * d, maxDelta: causal ? 0 : w * d, deltaStride: d)
+        // Global keys j < g: causal rows (all i ≥ g here, the global rows are recomputed) see them all.
         let global = PairRule(keys: 0..<g)
         var globalBlocks = Set<Int>()
         if let order {
@@ -120,12 +126,12 @@ public final class LongformerSelfAttention: BlockSparseModule {
         for qb in 0..<b.blockCount {
             // In permuted order a class's neighbours at ±w·d are ±w indices away.
             let j0 = qb * block, j1 = min(length, j0 + block) - 1
-            b.add(max(0, j0 - w) / block..<(min(length - 1, j1 + w) / block + 1), rule: band)
+            b.add(max(0, j0 - w) / block..<(min(length - 1, causal ? j1 : j1 + w) / block + 1), rule: band)
             for kb in globalBlocks.sorted() { b.add(kb, rule: global) }
             b.endRow()
         }
         let dil = d == 1 ? "" : ", dilation \(d) (residue classes)"
-        return b.build(name: "window ±\(w)\(dil)" + (g > 0 ? " + \(g) global" : ""))
+        return b.build(name: (causal ? "causal window -\(w)" : "window ±\(w)") + dil + (g > 0 ? " + \(g) global" : ""))
     }
 
     func check(_ x: Tensor) throws -> Int {
@@ -147,7 +153,7 @@ public final class LongformerSelfAttention: BlockSparseModule {
         // Global rows: full attention with the global projections, overwriting rows 0..g−1.
         let xg = x.sliced(axis: 1, range: 0..<globals)                                  // N, g, C
         let og = DenseAttention.multiHead(q: try queryGlobal(xg), k: try keyGlobal(x), v: try valueGlobal(x),
-                                          heads: heads, scale: scale)             // N, g, C
+                                          heads: heads, scale: scale, causal: autoregressive)  // N, g, C
         let n = x.shape[0], c = channels
         out.withUnsafeMutableBufferPointer { op in
             og.withUnsafeBufferPointer { gp in
@@ -180,7 +186,7 @@ public final class LongformerSelfAttention: BlockSparseModule {
                         // One query row: copy its head slice, keys read in place (ld = C).
                         let qrow = Array(qp[(i * channels + h * d)..<(i * channels + (h + 1) * d)])
                         let w = DenseAttention.weights(query: qrow, keys: kp.baseAddress! + h * d, ldk: channels,
-                                                       lk: l, d: d, scale: scale)
+                                                       lk: l, d: d, scale: scale, visible: autoregressive ? i + 1 : nil)
                         for j in 0..<l { acc[j] += w[j] / Float(hs.count) }
                     }
                 }
