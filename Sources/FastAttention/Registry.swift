@@ -38,7 +38,7 @@ public enum Registry {
         SparseTransformerAttention.self,
         ETC.self,
         GMAT.self,
-        BPTransformerBlock.self,
+        BinaryPartitionTransformer.self,
         TransformerOnDietAttention.self,
         LongformerSelfAttention.self,
         MultiscaleRetinaAttention.self,

@@ -1,54 +1,99 @@
-"""Parity fixtures for `bp-transformer` against yzh119/BPT (commit 3ce980d).
+"""Parity fixtures for `bp-transformer`: a pure-PyTorch reference of BP-Transformer
+(Ye, Guo, Gan, Qiu, Zhang 2019, "BP-Transformer: Modelling Long-Range Context via Binary
+Partitioning", arXiv 1911.04070), written for this package.
 
-BPT runs only with DGL and its own CUDA kernels. What is used from the repository is the graph:
-`graph_builder/builder.pyx` `BinaryPartition(length, triu, step)`, compiled with Cython
-(pip install cython==3.0.11) from a checkout named by FA_REF_BPT. The block's math
-(`modules/attention.py` `BPTBlock.forward`: q, k, v projections without bias; e = q.k / sqrt(d_k)
-over each node's in-edges; edge softmax; a = sum e v; h = norm_in(h + proj_o(a));
-h = norm_inter(h + ffn(h))) is restated here as dense masked attention over the edge multiset
-(a duplicate edge counts twice, as in DGL's edge softmax), in a module with BPTBlock's
-attribute names so the state_dict keys are BPTBlock's. Span nodes start at zero (DGL's
-zero initializer), leaves are the input; the leaves' new states are the output. The builder's
-edges are stored in the fixture (`edges_src`, `edges_dst`) so the Swift graph is checked too.
+The authors' code, yzh119/BPT (commit 3ce980d), needs DGL 0.4, a custom CUDA kernel and Cython
+("Currently we do not support CPU training/inference"), so it cannot run here. This file restates
+its semantics without copying it:
+  * graph: `graph_builder/builder.pyx` `BinaryPartition(length, triu, step)`.build_graph, redone
+    below as plain loops over the same pointers (`binary_partition_edges`). Nodes are numbered
+    level-major as there: L leaves, then ceil(L/2) level-1 span nodes, ..., one root. Each leaf i
+    sends to itself and to every ancestor (bottom-up edges); it receives from `step` nodes per
+    level on its left (and right unless triu): leaves i-1..i-step, then at each level the next
+    `step` nodes further out, where a node whose span would overlap what the level below already
+    covers is replaced by its left (right) child. triu=True (the LM graph) drops right edges.
+  * layer: `modules/attention.py` `BPTBlock(dim_model, h, dim_ff)` with rel_pos=False: no-bias
+    q/k/v/o projections, per-head logits q.k/sqrt(d_k) over each node's in-edges, softmax over
+    in-edges, post-norm residual h = LN_in(h + o), h = LN_inter(h + FFN(h)); every node (leaf
+    and span) is updated. Span nodes start at h = 0 (DGL's zero initialiser).
+  * stack: `modules/model.py` `BinaryPartitionTransformer.layers` (n_layers BPTBlocks) without
+    the embedding, positional encoding, input LayerNorm and generator: input = leaf states.
+The sparse graph attention is done here as dense masked attention over the n_nodes x n_nodes
+adjacency (dst rows, src columns).
 
-Usage: FA_REF_BPT=/path/to/BPT python Tools/reference/bp_transformer.py
+Usage: python Tools/reference/bp_transformer.py
 """
 import math
-import os
-import subprocess
-import sys
 
 import torch
 from torch import nn
 
 import common
 
-ROOT = os.environ.get("FA_REF_BPT")
-if not ROOT or not os.path.isfile(os.path.join(ROOT, "graph_builder", "builder.pyx")):
-    sys.exit("set FA_REF_BPT to a checkout of github.com/yzh119/BPT (commit 3ce980d)")
-GB = os.path.join(ROOT, "graph_builder")
-if not any(f.startswith("graphbuilder") and f.endswith(".so") for f in os.listdir(GB)):
-    subprocess.run([sys.executable, "-c", (
-        "import numpy as np; from setuptools import setup, Extension; from Cython.Build import cythonize;"
-        "setup(name='gb', ext_modules=cythonize([Extension('graphbuilder', ['builder.pyx'], language='c++',"
-        " include_dirs=[np.get_include()])], language_level=3), script_args=['build_ext', '--inplace'])")],
-        cwd=GB, check=True, stdout=subprocess.DEVNULL)
-sys.path.insert(0, GB)
-from graphbuilder import BinaryPartition  # noqa: E402
+REFERENCE = "PyTorch reference of yzh119/BPT BPTBlock stack over BinaryPartition(triu=True) (3ce980d), dense masked graph attention"
 
-REFERENCE = "yzh119/BPT 3ce980d BinaryPartition graph (compiled builder) + BPTBlock math as dense masked PyTorch"
+
+def binary_partition_edges(length, step=1, triu=True):
+    """(level sizes, src list, dst list) of BinaryPartition's graph, level-major node ids."""
+    sizes, shift = [], [0]
+    n = length
+    while n >= 2:
+        sizes.append(n)
+        shift.append(shift[-1] + n)
+        n = (n + 1) >> 1
+    sizes.append(1)                                   # the root
+    src, dst = [], []
+    for i in range(length):
+        v, base = i, 0
+        left, right = v - 1, v + 1
+        left_overlap = right_overlap = False
+        for j in range(len(sizes)):
+            for k in range(step):
+                if not triu and right < sizes[j]:
+                    src.append(shift[j - 1] + 2 * right + 1 if right_overlap else shift[j] + right)
+                    dst.append(i)
+                    right_overlap = False
+                right += 1
+                if left >= 0:
+                    src.append(shift[j - 1] + 2 * left if left_overlap else shift[j] + left)
+                    dst.append(i)
+                    left_overlap = False
+                left -= 1
+            if left % 2 == 0:
+                left_overlap = True
+            if right % 2 == 1:
+                right_overlap = True
+            left >>= 1
+            right >>= 1
+            src.append(i)                             # leaf -> its ancestor at level j (j=0: self)
+            dst.append(base + v)
+            base += sizes[j]
+            v >>= 1
+    return sizes, src, dst
+
+
+def node_spans(length, sizes):
+    """(level, first leaf, leaf count) of every node, level-major."""
+    spans = []
+    for j, n in enumerate(sizes):
+        w = 1 << j
+        for p in range(n):
+            s = p * w
+            spans.append((j, s, min(length, s + w) - s))
+    return spans
 
 
 class PositionwiseFeedForward(nn.Module):
-    def __init__(self, d, ff):
+    def __init__(self, dim_model, dim_ff):
         super().__init__()
-        self.w_1 = nn.Linear(d, ff)
-        self.w_2 = nn.Linear(ff, d)
+        self.w_1 = nn.Linear(dim_model, dim_ff)
+        self.w_2 = nn.Linear(dim_ff, dim_model)
+
+    def forward(self, x):
+        return self.w_2(torch.relu(self.w_1(x)))
 
 
-class Block(nn.Module):
-    """BPTBlock's parameters under its attribute names; forward as dense masked attention."""
-
+class BPTBlock(nn.Module):
     def __init__(self, dim_model, h, dim_ff):
         super().__init__()
         self.h, self.d_k = h, dim_model // h
@@ -60,70 +105,92 @@ class Block(nn.Module):
         self.proj_o = nn.Linear(dim_model, dim_model, bias=False)
         self.ffn = nn.Sequential(PositionwiseFeedForward(dim_model, dim_ff), nn.Dropout(0.0))
 
-    def forward(self, x, counts):
-        b, l, c = x.shape
-        nodes = counts.shape[0]
-        hz = torch.cat([x, torch.zeros(b, nodes - l, c)], 1)
-        split = lambda t: t.view(b, nodes, self.h, self.d_k).transpose(1, 2)
-        q, k, v = split(self.proj_q(hz)), split(self.proj_k(hz)), split(self.proj_v(hz))
-        s = q @ k.transpose(-1, -2) / math.sqrt(self.d_k)
-        s = s.masked_fill(counts == 0, float("-inf"))
-        e = torch.exp(s - s.amax(-1, keepdim=True)) * counts
-        p = e / e.sum(-1, keepdim=True)
-        self.last_probs = p
-        a = (p @ v).transpose(1, 2).reshape(b, nodes, c)
-        hz = self.norm_in(hz + self.proj_o(a))
-        f = self.ffn[0]
-        hz = self.norm_inter(hz + f.w_2(torch.relu(f.w_1(hz))))
-        return hz[:, :l]
+    def probs(self, hn, adj):
+        b, n, c = hn.shape
+        split = lambda t: t.view(b, n, self.h, self.d_k).transpose(1, 2)     # B, H, n, d_k
+        q, k = split(self.proj_q(hn)), split(self.proj_k(hn))
+        e = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.d_k)       # B, H, n(dst), n(src)
+        e = e.masked_fill(~adj, float("-inf"))
+        return torch.softmax(e, dim=-1)
+
+    def forward(self, hn, adj):
+        b, n, c = hn.shape
+        p = self.probs(hn, adj)
+        v = self.proj_v(hn).view(b, n, self.h, self.d_k).transpose(1, 2)
+        a = torch.matmul(p, v).transpose(1, 2).reshape(b, n, c)
+        hn = self.norm_in(hn + self.proj_o(a))
+        return self.norm_inter(hn + self.ffn(hn))
 
 
-def edge_counts(g):
-    src, dst, _ = g.get_edges()
-    n = g.number_of_nodes
-    counts = torch.zeros(n, n)
-    for s, d in zip(src.tolist(), dst.tolist()):
-        counts[d, s] += 1
-    return counts, torch.tensor(src.astype("float32")), torch.tensor(dst.astype("float32"))
+class BPTStack(nn.Module):
+    def __init__(self, dim_model, h=4, dim_ff=None, n_layers=2, step=4, triu=True):
+        super().__init__()
+        self.step, self.triu = step, triu
+        self.layers = nn.ModuleList([BPTBlock(dim_model, h, dim_ff or 4 * dim_model) for _ in range(n_layers)])
+
+    def graph(self, length):
+        sizes, src, dst = binary_partition_edges(length, self.step, self.triu)
+        n = sum(sizes)
+        adj = torch.zeros(n, n, dtype=torch.bool)
+        adj[torch.tensor(dst), torch.tensor(src)] = True
+        return sizes, adj
+
+    def forward(self, x, map_query=None):
+        b, length, c = x.shape
+        sizes, adj = self.graph(length)
+        hn = torch.cat([x, x.new_zeros(b, sum(sizes) - length, c)], 1)     # span nodes start at 0
+        for i, layer in enumerate(self.layers):
+            if map_query is not None and i == len(self.layers) - 1:
+                w = layer.probs(hn, adj)[0, :, map_query, :].mean(0)         # over nodes
+                self.last_map = spread(w, length, sizes)
+            hn = layer(hn, adj)
+        return hn[:, :length]
 
 
-def node_spans(g, l):
-    spans, n, lvl = [], l, 0
-    sizes = []
-    while n >= 2:
-        sizes.append(n)
-        n = (n + 1) >> 1
-    sizes.append(1)
-    for lvl, size in enumerate(sizes):
-        for v in range(size):
-            spans.append((0, l) if lvl == len(sizes) - 1 and len(sizes) > 1 else (min(l, v << lvl), min(l, (v + 1) << lvl)))
-    return spans
+def spread(w, length, sizes):
+    """Node weights onto positions: a span node's weight divided evenly over its leaves."""
+    out = torch.zeros(length)
+    for node, (j, s, cnt) in enumerate(node_spans(length, sizes)):
+        out[s:s + cnt] += w[node] / cnt
+    return out.view(1, 1, length)
 
 
 CASES = [
-    ("bp-transformer", dict(dim_model=12, h=3, dim_ff=24, step=2, triu=False), (2, 45, 12), 30),
-    ("bp-transformer-triu", dict(dim_model=8, h=2, dim_ff=16, step=1, triu=True), (1, 37, 8), 36),
-    ("bp-transformer-step4", dict(dim_model=8, h=2, dim_ff=16, step=4, triu=False), (1, 50, 8), 3),
+    # name, kwargs, (N, L, C), map query position
+    ("bp-transformer", dict(dim_model=12, h=3, dim_ff=20, n_layers=2, step=2, block_size=4), (2, 27, 12), 25),
+    ("bp-transformer-step1", dict(dim_model=8, h=2, dim_ff=12, n_layers=3, step=1, block_size=8), (1, 37, 8), 36),
+    ("bp-transformer-short", dict(dim_model=8, h=2, dim_ff=8, n_layers=1, step=3), (2, 5, 8), 4),
 ]
 
 
+def check_graph():
+    """The edge list against the paper's promises, for the causal graph."""
+    for length in (1, 2, 5, 16, 27, 37):
+        for step in (1, 2, 3):
+            sizes, src, dst = binary_partition_edges(length, step, True)
+            spans = node_spans(length, sizes)
+            for i in range(length):
+                cover = [0] * length
+                for s, d in zip(src, dst):
+                    if d == i:
+                        j, first, cnt = spans[s]
+                        for t in range(first, first + cnt):
+                            cover[t] += 1
+                # leaf i's in-nodes tile [0, i] exactly once: causal, no overlap, full context
+                assert cover == [1] * (i + 1) + [0] * (length - i - 1), (length, step, i, cover)
+
+
 def main():
-    gen = torch.Generator().manual_seed(19110)
+    check_graph()
+    g = torch.Generator().manual_seed(19110)
     for name, kw, shape, qpos in CASES:
-        g = BinaryPartition(shape[1], kw["triu"], kw["step"])
-        counts, src, dst = edge_counts(g)
-        m = Block(kw["dim_model"], kw["h"], kw["dim_ff"]).eval()
-        common.randomise_(m, gen)
-        x = torch.randn(shape, generator=gen)
+        args = {k: v for k, v in kw.items() if k != "block_size"}
+        m = BPTStack(**args).eval()
+        common.randomise_(m, g)
+        x = torch.randn(shape, generator=g)
         with torch.no_grad():
-            y = m(x, counts)
-            p = m.last_probs[0, :, qpos].mean(0)
-            amap = torch.zeros(shape[1])
-            for u, (lo, hi) in enumerate(node_spans(g, shape[1])):
-                if p[u] != 0:
-                    amap[lo:hi] += p[u] / (hi - lo)
-        common.save_fixture(name, "bp-transformer", kw, REFERENCE, m, x, y, amap.reshape(1, 1, -1), (0, qpos),
-                            extra={"edges_src": src, "edges_dst": dst})
+            y = m(x, map_query=qpos)
+        common.save_fixture(name, "bp-transformer", kw, REFERENCE, m, x, y, m.last_map, (0, qpos))
 
 
 if __name__ == "__main__":
