@@ -23,6 +23,7 @@ public enum Registry {
         SetTransformer.self,
         LSHSelfAttention.self,
         SmyrfAttention.self,
+        RoutingAttention.self,
 
     ]
 
