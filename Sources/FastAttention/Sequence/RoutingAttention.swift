@@ -199,18 +199,18 @@ public final class RoutingAttention: AttentionModule {
                                         for e in 0..<d { xhat[(half * l + i) * d + e] = row[e] * inv }
                                     }
                                 }
-                                // sims (2L × C) = x̂ μ_hᵀ
+                                // sims (C × 2L) = μ_h x̂ᵀ: one contiguous row of similarities per cluster.
                                 xhat.withUnsafeBufferPointer { xp in
                                     sims.withUnsafeMutableBufferPointer { sp in
-                                        BLAS.gemm(transB: true, m: 2 * l, n: c, k: d, a: xp.baseAddress!, lda: d,
-                                                  b: mp.baseAddress! + h * c * d, ldb: d, c: sp.baseAddress!, ldc: c)
+                                        BLAS.gemm(transB: true, m: c, n: 2 * l, k: d, a: mp.baseAddress! + h * c * d, lda: d,
+                                                  b: xp.baseAddress!, ldb: d, c: sp.baseAddress!, ldc: 2 * l)
                                     }
                                 }
                                 var qi: [Int32] = [], ki: [Int32] = []
                                 qi.reserveCapacity(c * w); ki.reserveCapacity(c * w)
                                 for cl in 0..<c {
-                                    qi += Self.topK(sims, offset: cl, stride: c, count: l, k: w)
-                                    ki += Self.topK(sims, offset: l * c + cl, stride: c, count: l, k: w)
+                                    qi += Self.topK(sims, offset: cl * 2 * l, stride: 1, count: l, k: w)
+                                    ki += Self.topK(sims, offset: cl * 2 * l + l, stride: 1, count: l, k: w)
                                 }
                                 var plan = BucketedAttention.Plan(queryIndex: qi, keyIndex: ki, queryChunk: w, keyChunk: w)
                                 plan.memoryCount = m
@@ -273,35 +273,46 @@ public final class RoutingAttention: AttentionModule {
         } else {
             picks = (0..<c).map { _ in g.nextInt(below: samples) }
         }
-        let qs = q.scalars, ks = k.scalars
-        // Sample s of head h: batch s / perItem, then queries (first L) or keys.
-        func token(_ s: Int, _ h: Int) -> ArraySlice<Float> {
-            let b = s / perItem, r = s % perItem
-            let src = r < l ? qs : ks, i = r % l
-            let base = (b * l + i) * hd + h * d
-            return src[base..<(base + d)]
-        }
         var mu = [Float](repeating: 0, count: heads * c * d)
-        for h in 0..<heads {
-            for (ci, s) in picks.enumerated() { mu.replaceSubrange((h * c + ci) * d..<((h * c + ci + 1) * d), with: token(s, h)) }
-            for _ in 0..<10 {
-                var sums = [Float](repeating: 0, count: c * d), bins = [Int](repeating: 0, count: c)
-                for s in 0..<samples {
-                    let x = token(s, h)
-                    var best = -Float.infinity, arg = 0
-                    for ci in 0..<c {
-                        var dot: Float = 0
-                        for (e, xv) in x.enumerated() { dot += xv * mu[(h * c + ci) * d + e] }
-                        if dot > best { best = dot; arg = ci }
+        q.withUnsafeBufferPointer { qp in
+            k.withUnsafeBufferPointer { kp in
+                mu.withUnsafeMutableBufferPointer { mup in
+                    Threads.parallelFor(heads) { range in
+                        // This head's raw tokens (samples × d): per batch item its queries, then keys.
+                        var x = [Float](repeating: 0, count: samples * d), dots = [Float](repeating: 0, count: samples * c)
+                        for h in range {
+                            for s in 0..<samples {
+                                let b = s / perItem, r = s % perItem
+                                let src = r < l ? qp.baseAddress! : kp.baseAddress!
+                                let row = src + (b * l + r % l) * hd + h * d
+                                for e in 0..<d { x[s * d + e] = row[e] }
+                            }
+                            let m = mup.baseAddress! + h * c * d
+                            for (ci, s) in picks.enumerated() { for e in 0..<d { m[ci * d + e] = x[s * d + e] } }
+                            for _ in 0..<10 {
+                                // dots (samples × C) = X μᵀ; assign to the first maximum.
+                                x.withUnsafeBufferPointer { xp in
+                                    dots.withUnsafeMutableBufferPointer { dp in
+                                        BLAS.gemm(transB: true, m: samples, n: c, k: d, a: xp.baseAddress!, lda: d,
+                                                  b: m, ldb: d, c: dp.baseAddress!, ldc: c)
+                                    }
+                                }
+                                var sums = [Float](repeating: 0, count: c * d), bins = [Int](repeating: 0, count: c)
+                                for s in 0..<samples {
+                                    var best = -Float.infinity, arg = 0
+                                    for ci in 0..<c where dots[s * c + ci] > best { best = dots[s * c + ci]; arg = ci }
+                                    bins[arg] += 1
+                                    for e in 0..<d { sums[arg * d + e] += x[s * d + e] }
+                                }
+                                for ci in 0..<c where bins[ci] > 0 {
+                                    var norm: Float = 0
+                                    for e in 0..<d { norm += sums[ci * d + e] * sums[ci * d + e] }
+                                    let inv = 1 / max(norm.squareRoot(), 1e-12)
+                                    for e in 0..<d { m[ci * d + e] = sums[ci * d + e] * inv }
+                                }
+                            }
+                        }
                     }
-                    bins[arg] += 1
-                    for (e, xv) in x.enumerated() { sums[arg * d + e] += xv }
-                }
-                for ci in 0..<c where bins[ci] > 0 {
-                    var norm: Float = 0
-                    for e in 0..<d { norm += sums[ci * d + e] * sums[ci * d + e] }
-                    let inv = 1 / max(norm.squareRoot(), 1e-12)
-                    for e in 0..<d { mu[(h * c + ci) * d + e] = sums[ci * d + e] * inv }
                 }
             }
         }
