@@ -24,6 +24,7 @@ public enum Registry {
         LSHSelfAttention.self,
         SmyrfAttention.self,
         RoutingAttention.self,
+        ClusteredAttention.self,
 
     ]
 
