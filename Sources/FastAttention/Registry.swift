@@ -25,6 +25,7 @@ public enum Registry {
         SmyrfAttention.self,
         RoutingAttention.self,
         ClusteredAttention.self,
+        SinkhornSelfAttention.self,
 
     ]
 

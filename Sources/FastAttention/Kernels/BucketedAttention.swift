@@ -328,11 +328,25 @@ public enum BucketedAttention {
     public static func mapRow(plan: Plan, position: Int, length: Int, d: Int,
                               q: UnsafePointer<Float>, qld: Int, k: UnsafePointer<Float>, kld: Int,
                               masking: Masking, combine: Combine) -> [Float] {
+        var out = [Float](repeating: 0, count: length)
+        for (w, keys, probs) in slotRows(plan: plan, position: position, length: length, d: d, q: q, qld: qld,
+                                         k: k, kld: kld, masking: masking, combine: combine) {
+            for (j, kp) in keys.enumerated() where kp >= 0 && Int(kp) < length { out[Int(kp)] += w * probs[j] }
+        }
+        return out
+    }
+
+    /// For each slot holding `position`: its weight in the position's output, the positions of
+    /// the keys it sees (−1 for memory keys, which come last) and its softmax over them.
+    public static func slotRows(plan: Plan, position: Int, length: Int, d: Int,
+                                q: UnsafePointer<Float>, qld: Int, k: UnsafePointer<Float>, kld: Int,
+                                masking: Masking, combine: Combine) -> [(weight: Float, keys: [Int32], probs: [Float])] {
         let nk = plan.keysPerChunk
         var slots: [Int] = []
         for (s, pos) in plan.queryIndex.enumerated() where Int(pos) == position { slots.append(s) }
         var probs: [[Float]] = [], keys: [[Int32]] = []
         var lse = [Float](repeating: -.infinity, count: plan.queryIndex.count)
+        let qp = q + position * qld
         for s in slots {
             let c = s / plan.queryChunk
             var keyPos = [Int32](repeating: -1, count: nk), row = [Float](repeating: 0, count: nk)
@@ -340,7 +354,6 @@ public enum BucketedAttention {
             for kc in plan.keyChunks(c) {
                 for t in 0..<plan.keyChunk { keyPos[j] = plan.keyIndex[kc * plan.keyChunk + t]; j += 1 }
             }
-            let qp = q + position * qld
             for jj in 0..<j {
                 let kp = k + Int(keyPos[jj]) * kld
                 var acc: Float = 0
@@ -357,10 +370,6 @@ public enum BucketedAttention {
             keys.append(keyPos)
         }
         let w = lse.withUnsafeBufferPointer { slotWeights(plan.queryIndex, length: length, combine: combine, slotLse: $0.baseAddress!) }
-        var out = [Float](repeating: 0, count: length)
-        for (n, s) in slots.enumerated() {
-            for (j, kp) in keys[n].enumerated() where kp >= 0 && Int(kp) < length { out[Int(kp)] += w[s] * probs[n][j] }
-        }
-        return out
+        return slots.enumerated().map { (w[$0.element], keys[$0.offset], probs[$0.offset]) }
     }
 }
