@@ -8,7 +8,7 @@ import XCTest
 /// fixtures (Tools/reference/sinkhorn.py: random weights; soft top-1 and top-2 block sorts, and
 /// Gumbel-Sinkhorn with the call's noise injected).
 final class SinkhornSelfAttentionTests: XCTestCase {
-    static let cases = ["sinkhorn", "sinkhorn-top2", "sinkhorn-gumbel"]
+    static let cases = ["sinkhorn", "sinkhorn-top2", "sinkhorn-gumbel", "sinkhorn-causal"]
 
     func testParityWithReference() throws {
         for name in Self.cases {
@@ -17,8 +17,29 @@ final class SinkhornSelfAttentionTests: XCTestCase {
             let y = try m(f.input)
             print("\(name): max relative error \(maxRelativeError(y, f.output))")
             assertClose(y, f.output, rtol: 1e-4, name)
-            guard let expected = f.map, let q = f.mapQuery else { return XCTFail("\(name) has no map") }
+            guard let expected = f.map, let q = f.mapQuery else { continue }      // causal: see below
             assertClose(try m.attentionMap(f.input, query: q).values, expected, rtol: 1e-4, name + " map")
+        }
+    }
+
+    /// Causal: perturbing the inputs after position i leaves outputs ≤ i unchanged, and maps
+    /// have no weight after the query (rotated and plain heads alike).
+    func testCausalIgnoresTheFuture() throws {
+        let f = try Fixture.load("sinkhorn-causal")
+        let m = try f.makeModule()
+        let (l, c) = (f.input.shape[1], f.input.shape[2])
+        let y = try m(f.input)
+        for i in [0, 3, 13, 26] {
+            var x2 = f.input
+            x2.withUnsafeMutableBufferPointer { p in for j in ((i + 1) * c)..<(l * c) { p[j] += 2 } }
+            let y2 = try m(x2)
+            let past = y.sliced(axis: 1, range: 0..<(i + 1)), past2 = y2.sliced(axis: 1, range: 0..<(i + 1))
+            XCTAssertLessThanOrEqual(zip(past.scalars, past2.scalars).map { abs($0 - $1) }.max()!, 1e-6, "position \(i)")
+            for h in 0..<3 {
+                let row = try m.attentionMap(f.input, query: MapQuery(row: 0, column: i, head: h)).values.scalars
+                XCTAssertTrue(row[(i + 1)...].allSatisfy { $0 == 0 }, "head \(h) query \(i) sees the future")
+                XCTAssertGreaterThan(row.reduce(0, +), 0)
+            }
         }
     }
 

@@ -5,7 +5,8 @@ Cases: the default deterministic `non_permutative=True` sort (soft top-1 block, 
 buckets); two top buckets with dim_head ≠ dim/heads; `non_permutative=False` (Gumbel-Sinkhorn),
 whose Gumbel noise (`sample_gumbel`, drawn every call) is captured and stored as
 `state.sinkhorn_attention.gumbel_noise` (N·H × buckets × buckets); and the causal variant
-(`SinkhornCausalAttention`: half the heads rotated, cumulative-average sort net, null buckets).
+(`SinkhornCausalAttention`: half the heads rotated, cumulative-average sort net, null buckets;
+no map fixture: the Swift test checks its map's causality instead).
 
 The map is query i's row over positions (batch 0, mean over heads), recomputed from the
 module's own sort net: softmax over [reordered keys; own-block keys]; a reordered key's weight
@@ -32,6 +33,8 @@ CASES = [
     ("sinkhorn-top2", dict(dim=16, bucket_size=5, max_seq_len=35, heads=2, dim_head=5, n_top_buckets=2), (2, 35, 16), 33),
     ("sinkhorn-gumbel", dict(dim=16, bucket_size=4, max_seq_len=24, heads=2, non_permutative=False, sinkhorn_iter=5,
                              temperature=0.75), (2, 24, 16), 9),
+    # causal: 1 plain head and 2 rotated heads, 2 top buckets (nulls included), no map fixture
+    ("sinkhorn-causal", dict(dim=18, bucket_size=4, max_seq_len=28, heads=3, causal=True, n_top_buckets=2), (2, 28, 18), None),
 ]
 
 noise = []
@@ -91,8 +94,8 @@ def main():
             if noise:
                 extra["state.sinkhorn_attention.gumbel_noise"] = noise[0]
                 torch.manual_seed(len(name))              # the map's sort net draws the same noise again
-            amap = reference_map(m, x, i)
-        common.save_fixture(name, "sinkhorn", kw, REFERENCE, m, x, y, amap, (0, i), extra=extra)
+            amap = reference_map(m, x, i) if i is not None else None
+        common.save_fixture(name, "sinkhorn", kw, REFERENCE, m, x, y, amap, (0, i) if i is not None else None, extra=extra)
 
 
 if __name__ == "__main__":
