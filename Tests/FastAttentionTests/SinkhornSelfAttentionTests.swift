@@ -8,7 +8,7 @@ import XCTest
 /// fixtures (Tools/reference/sinkhorn.py: random weights; soft top-1 and top-2 block sorts, and
 /// Gumbel-Sinkhorn with the call's noise injected).
 final class SinkhornSelfAttentionTests: XCTestCase {
-    static let cases = ["sinkhorn", "sinkhorn-top2", "sinkhorn-gumbel", "sinkhorn-causal"]
+    static let cases = ["sinkhorn", "sinkhorn-top2", "sinkhorn-gumbel", "sinkhorn-causal", "sinkhorn-padded"]
 
     func testParityWithReference() throws {
         for name in Self.cases {
@@ -51,9 +51,13 @@ final class SinkhornSelfAttentionTests: XCTestCase {
         let c = try Registry.make(id: "sinkhorn", settings: s, inputShape: x.shape, seed: 2)
         XCTAssertEqual(try a(x).scalars, try b(x).scalars)
         XCTAssertNotEqual(try a(x).scalars, try c(x).scalars)
-        XCTAssertThrowsError(try a(randomTensor([1, 25, 8]))) { e in
-            XCTAssertEqual(String(describing: e), "sinkhorn: expected input N×L×8 with L a multiple of 4, found 1×25×8")
+        XCTAssertThrowsError(try a(randomTensor([1, 24, 9]))) { e in
+            XCTAssertEqual(String(describing: e), "sinkhorn: expected input N×L×8, found 1×24×9")
         }
+        let padded = try Registry.make(id: "sinkhorn", settings: ["heads": "2", "bucket_size": "4"], inputShape: [1, 25, 8])
+        XCTAssertEqual(try padded(randomTensor([1, 25, 8])).shape, [1, 25, 8])          // zero tokens up to 28, masked
+        let causal = try Registry.make(id: "sinkhorn", settings: ["heads": "2", "bucket_size": "4", "causal": "true"], inputShape: [1, 25, 8])
+        XCTAssertEqual(try causal(randomTensor([1, 25, 8])).shape, [1, 25, 8])
         XCTAssertThrowsError(try Registry.make(id: "sinkhorn", settings: ["n_sortcut": "2"], inputShape: [1, 8, 4]))
         let f = try Fixture.load("sinkhorn")
         var sd = f.stateDict

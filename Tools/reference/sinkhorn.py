@@ -33,6 +33,9 @@ CASES = [
     ("sinkhorn-top2", dict(dim=16, bucket_size=5, max_seq_len=35, heads=2, dim_head=5, n_top_buckets=2), (2, 35, 16), 33),
     ("sinkhorn-gumbel", dict(dim=16, bucket_size=4, max_seq_len=24, heads=2, non_permutative=False, sinkhorn_iter=5,
                              temperature=0.75), (2, 24, 16), 9),
+    # L = 22 with blocks of 4: the input padded with zeros to 24 and masked by input_mask, as the
+    # Swift module pads; output and map are those of the 22 real tokens
+    ("sinkhorn-padded", dict(dim=12, bucket_size=4, max_seq_len=24, heads=2, n_top_buckets=2), (1, 22, 12), 5),
     # causal: 1 plain head and 2 rotated heads, 2 top buckets (nulls included), no map fixture
     ("sinkhorn-causal", dict(dim=18, bucket_size=4, max_seq_len=28, heads=3, causal=True, n_top_buckets=2), (2, 28, 18), None),
 ]
@@ -88,13 +91,20 @@ def main():
         x = torch.randn(shape, generator=g)
         noise.clear()
         torch.manual_seed(len(name))
+        l = shape[1]
+        lp = -(-l // kw["bucket_size"]) * kw["bucket_size"]
         with torch.no_grad():
-            y = m(x)
+            if lp > l:
+                xp = torch.cat([x, torch.zeros(shape[0], lp - l, shape[2])], 1)
+                mask = torch.arange(lp)[None, :].expand(shape[0], -1) < l
+                y = m(xp, input_mask=mask)[:, :l]
+            else:
+                y = m(x)
             extra = {}
             if noise:
                 extra["state.sinkhorn_attention.gumbel_noise"] = noise[0]
                 torch.manual_seed(len(name))              # the map's sort net draws the same noise again
-            amap = reference_map(m, x, i) if i is not None else None
+            amap = reference_map(m, x, i) if i is not None and lp == l else None
         common.save_fixture(name, "sinkhorn", kw, REFERENCE, m, x, y, amap, (0, i) if i is not None else None, extra=extra)
 
 

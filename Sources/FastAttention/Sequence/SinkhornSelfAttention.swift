@@ -21,7 +21,11 @@ import TensorCore
 ///   y = [o_h] W_outᵀ + b_out.
 /// Causal (`SinkhornCausalAttention`): see `SinkhornCausal.swift`.
 ///
-/// - Input N×L×dim (L a multiple of bucket_size), output N×L×dim.
+/// - Input N×L×dim, output N×L×dim. The reference asserts L % bucket_size == 0; here a shorter
+///   last block is padded with zero tokens, masked as keys (−finfo.max) as the reference's
+///   `input_mask` masks them (a reordered key by its argmax block's mask); causal needs no mask
+///   (padding lies after every real token). The sort net's block means include the zero padding,
+///   as the reference's do (its sort net ignores masks).
 /// - Map (per-query): query i's softmax over its own block's keys (at their positions) and the
 ///   reordered keys, each of which is given to the positions of the block(s) it was mixed from in
 ///   proportion to the sort weights; mean over heads unless one is chosen.
@@ -53,7 +57,7 @@ public final class SinkhornSelfAttention: AttentionModule {
         notes: ["reordered values are the reordered keys (reference bug, matched)",
                 "non_permutative (default): soft top-k blocks at temperature 1, keys scaled by their probability; false: Gumbel-Sinkhorn mixture of all blocks, noise from sinkhorn_attention.gumbel_noise or drawn per call from the seed",
                 "causal: half the heads rotated left by bucket_size−1, cumulative-average sort net over past blocks and null buckets, learned null keys/values",
-                "L must be a multiple of bucket_size",
+                "L not a multiple of bucket_size: zero tokens appended to the last block and masked as keys (the reference asserts divisibility; this is its input_mask behaviour)",
                 "untrained: PyTorch-default weights with to_kv's key half = to_q"])
 
     public static let configSchema: [ConfigKey] = [
@@ -84,7 +88,21 @@ public final class SinkhornSelfAttention: AttentionModule {
     let gumbelNoise: Tensor?                            // N·H × buckets × buckets
     let noiseSeed: UInt64
 
-    public var expectedInput: String { "N×L×\(dim) with L a multiple of \(bucket)" }
+    public var expectedInput: String { "N×L×\(dim)" }
+
+    /// L rounded up to whole blocks: a shorter last block is padded with zero tokens.
+    func paddedLength(_ l: Int) -> Int { (l + bucket - 1) / bucket * bucket }
+
+    /// Zero tokens appended up to whole blocks (N×Lp×dim).
+    func padded(_ x: Tensor) -> Tensor {
+        let l = x.shape[1], lp = paddedLength(l)
+        return lp == l ? x : x.padded(torchPads: [0, 0, 0, lp - l])
+    }
+
+    /// Padding keys masked (−finfo.max), as the reference's `input_mask`.
+    func masking(valid l: Int) -> BucketedAttention.Masking {
+        .init(scale: scale, validLength: l, paddingValue: -.greatestFiniteMagnitude)
+    }
     public var mapHeads: Int { heads }
 
     public init(config: Config, inputShape: [Int], parameters p: Parameters) throws {
@@ -130,16 +148,17 @@ public final class SinkhornSelfAttention: AttentionModule {
             nullKeys = nil
             nullValues = nil
         }
-        let nb = max(inputShape[1] / bucket, 1)
+        let nb = max((inputShape[1] + bucket - 1) / bucket, 1)
         gumbelNoise = !causal && !nonPermutative ? s.optionalBuffer("gumbel_noise", shape: [batch * heads, nb, nb]) : nil
         noiseSeed = p.withGenerator { $0.next() }
     }
 
     func check(_ x: Tensor) throws {
-        guard x.rank == 3, x.shape[0] > 0, x.shape[1] > 0, x.shape[1] % bucket == 0, x.shape[2] == dim else {
+        guard x.rank == 3, x.shape[0] > 0, x.shape[1] > 0, x.shape[2] == dim else {
             throw ModuleError.badInput(module: Self.info.id, expected: expectedInput, found: x.shape)
         }
-        if let g = gumbelNoise, g.shape != [x.shape[0] * heads, x.shape[1] / bucket, x.shape[1] / bucket] {
+        let nb = paddedLength(x.shape[1]) / bucket
+        if let g = gumbelNoise, g.shape != [x.shape[0] * heads, nb, nb] {
             throw ModuleError.badInput(module: Self.info.id,
                                        expected: "N×L×\(dim) matching sinkhorn_attention.gumbel_noise \(Shape.format(g.shape))", found: x.shape)
         }
@@ -229,7 +248,7 @@ public final class SinkhornSelfAttention: AttentionModule {
 
     /// The plan of one problem: own blocks as chunks, the reordered keys (and, as the reference,
     /// the same reordered keys as values) as per-chunk memory.
-    func plan(weights w: [Float], k: UnsafePointer<Float>, l: Int) -> BucketedAttention.Plan {
+    func plan(weights w: [Float], k: UnsafePointer<Float>, l: Int, valid: Int) -> BucketedAttention.Plan {
         let nb = l / bucket, d = dimHead, hd = heads * dimHead
         let picks = w.count / (nb * nb)
         let all = (0..<Int32(l)).map { $0 }
@@ -248,6 +267,14 @@ public final class SinkhornSelfAttention: AttentionModule {
             }
         }
         plan.memoryCount = picks * bucket
+        if valid < l {
+            // The reference masks a reordered key by the mask of its row's argmax block.
+            plan.memoryValid = (0..<(nb * picks)).flatMap { row -> [Bool] in
+                let wr = w[(row * nb)..<((row + 1) * nb)]
+                let arg = wr.indices.max { abs(wr[$0]) < abs(wr[$1]) || (abs(wr[$0]) == abs(wr[$1]) && $0 > $1) }! - row * nb
+                return (0..<bucket).map { arg * bucket + $0 < valid }
+            }
+        }
         plan.memoryKeys = mem
         plan.memoryValues = mem                                       // the reference's b_v_r = b_k_r
         return plan
@@ -255,13 +282,21 @@ public final class SinkhornSelfAttention: AttentionModule {
 
     public func callAsFunction(_ x: Tensor) throws -> Tensor {
         try check(x)
-        if causal { return try causalForward(x) }
+        let l0 = x.shape[1], x = padded(x)
+        let y = causal ? try causalForward(x) : try sortedForward(x, valid: l0)
+        return l0 == x.shape[1] ? y : y.sliced(axis: 1, range: 0..<l0)   // N, L, dim
+    }
+
+    /// Non-causal forward on whole blocks (`valid` real tokens, the rest padding).
+    func sortedForward(_ x: Tensor, valid: Int) throws -> Tensor {
         let (n, l) = (x.shape[0], x.shape[1])
         let hd = heads * dimHead
         let (q, k, v) = try projections(x)
         let w = sortWeights(q: q, k: k, n: n, l: l)
         let plans = k.withUnsafeBufferPointer { kp in
-            (0..<(n * heads)).map { p in plan(weights: w[p], k: kp.baseAddress! + (p / heads) * l * hd + (p % heads) * dimHead, l: l) }
+            (0..<(n * heads)).map { p in
+                plan(weights: w[p], k: kp.baseAddress! + (p / heads) * l * hd + (p % heads) * dimHead, l: l, valid: valid)
+            }
         }
         var out = Tensor(uninitialized: [n, l, hd])                  // N, L, H·d
         q.withUnsafeBufferPointer { qp in
@@ -274,17 +309,17 @@ public final class SinkhornSelfAttention: AttentionModule {
                             k: .init(base: kp.baseAddress!, ld: hd, batchStride: l * hd, headStride: dimHead),
                             v: .init(base: vp.baseAddress!, ld: hd, batchStride: l * hd, headStride: dimHead),
                             out: op.baseAddress!, outLd: hd, outBatchStride: l * hd, outHeadStride: dimHead,
-                            masking: .init(scale: scale), combine: .logsumexp)
+                            masking: masking(valid: valid), combine: .logsumexp)
                     }
                 }
             }
         }
-        return try toOut(out)                                        // N, L, dim
+        return try toOut(out)                                        // N, Lp, dim
     }
 
     public func attentionMap(_ x: Tensor, query: MapQuery) throws -> AttentionMap {
         try check(x)
-        let (n, l) = (x.shape[0], x.shape[1])
+        let l = x.shape[1]
         guard query.row == 0, (0..<l).contains(query.column) else {
             throw ModuleError.badQuery(module: Self.info.id, message: "query position \(query.column) is outside 0..<\(l)")
         }
@@ -292,13 +327,15 @@ public final class SinkhornSelfAttention: AttentionModule {
             throw ModuleError.badQuery(module: Self.info.id, message: "head \(h) is outside 0..<\(heads)")
         }
         let chosen = query.head.map { [$0] } ?? Array(0..<heads)
-        let row = causal ? try causalMapRow(x, position: query.column, heads: chosen)
-                         : try mapRow(x, n: n, l: l, position: query.column, heads: chosen)
+        let xp = padded(x)
+        let row = causal ? try causalMapRow(xp, position: query.column, heads: chosen)
+                         : try mapRow(xp, valid: l, position: query.column, heads: chosen)
         let label = (query.head.map { "head \($0): " } ?? "") + "Sinkhorn-sorted blocks" + (query.head == nil && heads > 1 ? " (mean of \(heads) heads)" : "")
-        return AttentionMap(kind: .perQuery, values: Tensor(shape: [1, 1, l], scalars: row), labels: [label])
+        return AttentionMap(kind: .perQuery, values: Tensor(shape: [1, 1, l], scalars: Array(row.prefix(l))), labels: [label])
     }
 
-    func mapRow(_ x: Tensor, n: Int, l: Int, position i: Int, heads chosen: [Int]) throws -> [Float] {
+    func mapRow(_ x: Tensor, valid: Int, position i: Int, heads chosen: [Int]) throws -> [Float] {
+        let (n, l) = (x.shape[0], x.shape[1])
         let hd = heads * dimHead, nb = l / bucket
         let (q, k, _) = try projections(x)
         let w = sortWeights(q: q, k: k, n: n, l: l)                  // the whole batch: the noise is per call
@@ -307,11 +344,11 @@ public final class SinkhornSelfAttention: AttentionModule {
             k.withUnsafeBufferPointer { kp in
                 for h in chosen {
                     let kb = kp.baseAddress! + h * dimHead
-                    let plan = plan(weights: w[h], k: kb, l: l)
+                    let plan = plan(weights: w[h], k: kb, l: l, valid: valid)
                     let picks = w[h].count / (nb * nb), u = i / bucket
                     for (wt, keys, probs) in BucketedAttention.slotRows(
                         plan: plan, position: i, length: l, d: dimHead, q: qp.baseAddress! + h * dimHead, qld: hd,
-                        k: kb, kld: hd, masking: .init(scale: scale), combine: .logsumexp) {
+                        k: kb, kld: hd, masking: masking(valid: valid), combine: .logsumexp) {
                         for (j, kp) in keys.enumerated() where kp >= 0 { row[Int(kp)] += wt * probs[j] / Float(chosen.count) }
                         // Reordered key (pick, t) → the positions v·b + t it mixes, by the sort weights.
                         let m0 = plan.keyChunk
