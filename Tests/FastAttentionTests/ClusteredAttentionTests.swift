@@ -48,7 +48,10 @@ final class ClusteredAttentionTests: XCTestCase {
         let c = try Registry.make(id: "clustered", settings: s, inputShape: x.shape, seed: 2)
         XCTAssertEqual(try a(x).scalars, try b(x).scalars)
         XCTAssertNotEqual(try a(x).scalars, try c(x).scalars)
-        XCTAssertThrowsError(try a(randomTensor([1, 4, 8]))) { e in
+        XCTAssertEqual(try a(randomTensor([1, 4, 8])).shape, [1, 4, 8])        // L < clusters: C = L
+        let f0 = try Fixture.load("clustered")
+        let m0 = try f0.makeModule()
+        XCTAssertThrowsError(try m0(randomTensor([1, 4, 24]))) { e in
             XCTAssertTrue(String(describing: e).contains("L ≥ clusters=5"), "\(e)")
         }
         let f = try Fixture.load("clustered")

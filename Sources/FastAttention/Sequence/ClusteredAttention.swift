@@ -36,6 +36,9 @@ import TensorCore
 ///   that hit an empty cluster.
 /// - The class defaults `bits=32`, the registry's builder 63 (≤ 63 either way).
 /// - No mask support (the reference asserts an all-ones mask); not causal.
+/// - L < clusters raises in the reference (`np.random.choice` without replacement); here C = L
+///   (tokens with distinct hashes each their own cluster: full attention) unless
+///   `initial_centroids` were loaded.
 /// - `attention_dropout` defaults to 0.1 in the reference; eval mode ignores it.
 ///
 /// Keys: `query_projection`, `key_projection`, `value_projection`, `out_projection`
@@ -50,7 +53,8 @@ public final class ClusteredAttention: AttentionModule {
         notes: ["hash planes and initial centroid indices: inner_attention.planes / inner_attention.initial_centroids from the weights file, else drawn per call from a seed fixed at construction (the reference redraws with torch/numpy RNGs)",
                 "empty clusters are re-seeded from the module's generator (the reference uses unseedable std::random_device)",
                 "attention_type=improved-clustered recomputes exact weights on the centroid's top-k keys",
-                "requires L ≥ clusters; no masks; not causal",
+                "L < clusters: C = L clusters (tokens with distinct hashes each their own cluster: full attention) unless initial_centroids were loaded; the reference raises",
+                "no masks; not causal",
                 "untrained: PyTorch-default weights with key_projection = query_projection"])
 
     public static let configSchema: [ConfigKey] = [
@@ -113,8 +117,12 @@ public final class ClusteredAttention: AttentionModule {
     }
 
     func check(_ x: Tensor) throws {
-        guard x.rank == 3, x.shape[0] > 0, x.shape[1] >= clusters, x.shape[2] == dModel else {
-            throw ModuleError.badInput(module: Self.info.id, expected: "N×L×\(dModel) with L ≥ clusters=\(clusters)", found: x.shape)
+        guard x.rank == 3, x.shape[0] > 0, x.shape[1] > 0, x.shape[2] == dModel else {
+            throw ModuleError.badInput(module: Self.info.id, expected: "N×L×\(dModel)", found: x.shape)
+        }
+        if initialCentroids != nil && x.shape[1] < clusters {
+            throw ModuleError.badInput(module: Self.info.id,
+                                       expected: "N×L×\(dModel) with L ≥ clusters=\(clusters) (initial_centroids were loaded)", found: x.shape)
         }
         if let c = initialCentroids, let bad = c.first(where: { !(0..<x.shape[1]).contains($0) }) {
             throw ModuleError.badInput(module: Self.info.id,
@@ -122,12 +130,16 @@ public final class ClusteredAttention: AttentionModule {
         }
     }
 
+    /// Clusters used on a sequence of l tokens: `clusters`, or l when shorter and no initial
+    /// centroids were loaded (the reference's `np.random.choice(L, clusters, replace=False)` raises).
+    func clusterCount(_ l: Int) -> Int { initialCentroids != nil ? clusters : min(clusters, l) }
+
     /// The clustering of every (batch, head): assignments per position and member counts.
     struct Grouping { var assignment: [Int]; var counts: [Int] }
 
     /// Hashes, Hamming k-means and centroid queries for all problems; `q` is N×L×(H·E).
     func group(_ q: Tensor, n: Int, l: Int) -> (groups: [Grouping], centroids: Tensor) {
-        let e = dKeys, hd = nHeads * dKeys, c = clusters
+        let e = dKeys, hd = nHeads * dKeys, c = clusterCount(l)
         var g = SeededGenerator(seed: drawSeed)
         var a = planes ?? Tensor.randomNormal([bits, e + 1], generator: &g)
         if planes == nil && !hashBias {
@@ -228,7 +240,7 @@ public final class ClusteredAttention: AttentionModule {
         let (n, l) = (x.shape[0], x.shape[1])
         let q = try queryProjection(x), k = try keyProjection(x), v = try valueProjection(x)   // N, L, H·E|D
         let (groups, cent) = group(q, n: n, l: l)
-        let (e, dv, c, hd, hv) = (dKeys, dValues, clusters, nHeads * dKeys, nHeads * dValues)
+        let (e, dv, c, hd, hv) = (dKeys, dValues, clusterCount(l), nHeads * dKeys, nHeads * dValues)
         var vc = Tensor(uninitialized: [n, nHeads, c, dv])          // N, H, C, D: A_c V per centroid
         cent.withUnsafeBufferPointer { cp in
             k.withUnsafeBufferPointer { kp in
@@ -343,7 +355,7 @@ public final class ClusteredAttention: AttentionModule {
                     for h in chosen {
                         let cl = groups[h].assignment[i]
                         let kb = kp.baseAddress! + h * dKeys
-                        let r = rowWeights(cp.baseAddress! + (h * clusters + cl) * dKeys, kb, l: l)
+                        let r = rowWeights(cp.baseAddress! + (h * clusterCount(l) + cl) * dKeys, kb, l: l)
                         var w = r.probs
                         if improved {
                             let top = Self.topIndices(r.dots, min(topk, l))
