@@ -47,6 +47,9 @@ public enum Registry {
         LSHSelfAttention.self,
         SmyrfAttention.self,
         InformerProbSparseAttention.self,
+        RoutingAttention.self,
+        ClusteredAttention.self,
+        SinkhornSelfAttention.self,
 
     ]
 

@@ -63,6 +63,8 @@ final class LSHSelfAttentionTests: XCTestCase {
         // Past 2·max(√(4096/8), 8) = 44 buckets HF factorises: 2·(720/8) = 180 → 128 = 8 × 16.
         let big = try Registry.make(id: "reformer", settings: s, inputShape: [1, 720, 8])
         XCTAssertEqual(big.config.ints("num_buckets"), [8, 16])
+        XCTAssertEqual(big.config.int("hidden_size"), 8)
+        XCTAssertEqual(big.config.int("num_hashes"), 2)
         XCTAssertTrue(try Registry.parameterRecords(id: "reformer", settings: s, inputShape: [1, 720, 8]).isEmpty == false)
         let recs = try Registry.parameterRecords(id: "reformer", settings: s, inputShape: x.shape)
         XCTAssertEqual(recs.map(\.key), ["query_key.weight", "value.weight"])

@@ -108,6 +108,8 @@ public enum BucketedAttention {
         public var memoryCount = 0
         public var memoryKeys: [Float] = []
         public var memoryValues: [Float] = []
+        /// Per chunk × memoryCount: false masks that memory key (with `paddingValue`); empty: all valid.
+        public var memoryValid: [Bool] = []
 
         public init(queryIndex: [Int32], keyIndex: [Int32], queryChunk: Int, keyChunk: Int,
                     before: Int = 0, after: Int = 0) {
@@ -158,7 +160,7 @@ public enum BucketedAttention {
         }
 
         @inline(__always) func apply(_ logit: Float, query qp: Int32, key kp: Int32) -> Float {
-            if kp < 0 { return logit }                                  // memory key
+            if kp < 0 { return kp == -1 ? logit : paddingValue }        // memory key (−2: masked)
             var v = logit
             if Int(kp) >= validLength { v = paddingValue }
             else if causal && kp > qp { v = causalValue }
@@ -250,6 +252,7 @@ public enum BucketedAttention {
         }
         if plan.memoryCount > 0 {
             let m = plan.memoryCount
+            if !plan.memoryValid.isEmpty { for t in 0..<m where !plan.memoryValid[c * m + t] { keyPos[j + t] = -2 } }
             plan.memoryKeys.withUnsafeBufferPointer { mk in
                 (kg + j * d).update(from: mk.baseAddress! + c * m * d, count: m * d)
             }
@@ -328,11 +331,25 @@ public enum BucketedAttention {
     public static func mapRow(plan: Plan, position: Int, length: Int, d: Int,
                               q: UnsafePointer<Float>, qld: Int, k: UnsafePointer<Float>, kld: Int,
                               masking: Masking, combine: Combine) -> [Float] {
+        var out = [Float](repeating: 0, count: length)
+        for (w, keys, probs) in slotRows(plan: plan, position: position, length: length, d: d, q: q, qld: qld,
+                                         k: k, kld: kld, masking: masking, combine: combine) {
+            for (j, kp) in keys.enumerated() where kp >= 0 && Int(kp) < length { out[Int(kp)] += w * probs[j] }
+        }
+        return out
+    }
+
+    /// For each slot holding `position`: its weight in the position's output, the positions of
+    /// the keys it sees (−1 for memory keys, which come last; −2 masked ones) and its softmax over them.
+    public static func slotRows(plan: Plan, position: Int, length: Int, d: Int,
+                                q: UnsafePointer<Float>, qld: Int, k: UnsafePointer<Float>, kld: Int,
+                                masking: Masking, combine: Combine) -> [(weight: Float, keys: [Int32], probs: [Float])] {
         let nk = plan.keysPerChunk
         var slots: [Int] = []
         for (s, pos) in plan.queryIndex.enumerated() where Int(pos) == position { slots.append(s) }
         var probs: [[Float]] = [], keys: [[Int32]] = []
         var lse = [Float](repeating: -.infinity, count: plan.queryIndex.count)
+        let qp = q + position * qld
         for s in slots {
             let c = s / plan.queryChunk
             var keyPos = [Int32](repeating: -1, count: nk), row = [Float](repeating: 0, count: nk)
@@ -340,7 +357,6 @@ public enum BucketedAttention {
             for kc in plan.keyChunks(c) {
                 for t in 0..<plan.keyChunk { keyPos[j] = plan.keyIndex[kc * plan.keyChunk + t]; j += 1 }
             }
-            let qp = q + position * qld
             for jj in 0..<j {
                 let kp = k + Int(keyPos[jj]) * kld
                 var acc: Float = 0
@@ -348,6 +364,7 @@ public enum BucketedAttention {
                 row[jj] = masking.scale * acc
             }
             for mm in 0..<plan.memoryCount {
+                if !plan.memoryValid.isEmpty && !plan.memoryValid[c * plan.memoryCount + mm] { keyPos[j + mm] = -2 }
                 var acc: Float = 0
                 for e in 0..<d { acc += qp[e] * plan.memoryKeys[(c * plan.memoryCount + mm) * d + e] }
                 row[j + mm] = masking.scale * acc
@@ -357,10 +374,6 @@ public enum BucketedAttention {
             keys.append(keyPos)
         }
         let w = lse.withUnsafeBufferPointer { slotWeights(plan.queryIndex, length: length, combine: combine, slotLse: $0.baseAddress!) }
-        var out = [Float](repeating: 0, count: length)
-        for (n, s) in slots.enumerated() {
-            for (j, kp) in keys[n].enumerated() where kp >= 0 && Int(kp) < length { out[Int(kp)] += w[s] * probs[n][j] }
-        }
-        return out
+        return slots.enumerated().map { (w[$0.element], keys[$0.offset], probs[$0.offset]) }
     }
 }

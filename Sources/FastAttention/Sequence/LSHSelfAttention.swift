@@ -262,11 +262,15 @@ public final class LSHSelfAttention: AttentionModule {
 }
 
 extension Config {
-    /// Records the num_buckets the module derived (HF writes it back into its config too).
+    /// Records the num_buckets the module derived (HF writes it back into its config too): the
+    /// config is rebuilt from every value that is set and differs from its default, plus this one.
     fileprivate mutating func fill(_ name: String, _ value: [Int]) {
-        var v = values
-        v[name] = .ints(value)
-        self = (try? Config(module: module, schema: schema, settings: v.compactMapValues { $0 == .none ? nil : $0.description }
-            .filter { explicit.contains($0.key) || $0.key == name })) ?? self
+        var settings: [String: String] = [name: value.map(String.init).joined(separator: ",")]
+        for key in schema where key.name != name {
+            if let v = values[key.name], v != .none, v != key.defaultValue || explicit.contains(key.name) {
+                settings[key.name] = v.description
+            }
+        }
+        if let c = try? Config(module: module, schema: schema, settings: settings) { self = c }
     }
 }
