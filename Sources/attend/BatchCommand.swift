@@ -138,8 +138,10 @@ struct Batch: ParsableCommand {
                     x = ImageStem().features(img, grid: grid)
                 }
                 try AttentionGuard.check(try Registry.type(id: module).info, inputShape: x.shape, limit: maxAttention)
-                let m = try Registry.make(id: module, settings: settings, inputShape: x.shape, weights: sd, seed: seed)
-                let y = try m.apply(x)
+                let (m, y) = try FileError.naming(input: file, weights: weights) {
+                    let m = try Registry.make(id: module, settings: settings, inputShape: x.shape, weights: sd, seed: seed)
+                    return (m, try m.apply(x))
+                }
                 if maps, let photo, x.rank == 4, frac.count == 2 {
                     let px = min(photo.width - 1, Int(Double(photo.width) * frac[0]))
                     let py = min(photo.height - 1, Int(Double(photo.height) * frac[1]))
