@@ -205,9 +205,16 @@ final class SummaryLog {
         if !FileManager.default.fileExists(atPath: path) {
             try writeAtomically(Self.header + "\n", to: path)
         }
-        guard let h = FileHandle(forWritingAtPath: path) else { throw InputError.cannotWrite(path: path, reason: "cannot open") }
+        guard let h = FileHandle(forUpdatingAtPath: path) else { throw InputError.cannotWrite(path: path, reason: "cannot open") }
         handle = h
-        handle.seekToEndOfFile()
+        // The log is the one file appended in place (a row per finished input, so a killed run
+        // keeps them); each row is one write. Should a crash ever cut a row, the next run starts
+        // on a fresh line instead of gluing its first row onto the torn one.
+        if handle.seekToEndOfFile() > 0 {
+            handle.seek(toFileOffset: handle.offsetInFile - 1)
+            let last = handle.readDataToEndOfFile()
+            if last != Data("\n".utf8) { handle.write(Data("\n".utf8)) }
+        }
     }
 
     deinit { try? handle.close() }
