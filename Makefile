@@ -9,7 +9,7 @@ SUDO         := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTHON       ?= python3
 VENV         ?= $(HOME)/.venvs/fastattention
 
-.PHONY: demo test deps build release fixtures bench clean
+.PHONY: demo test deps build release fixtures bench clean fuzz fuzz-build fuzz-libs sanitize
 
 ## demo: install what is missing, build in release, and draw every module's map on SampleImages/ into out/
 demo: deps release
@@ -47,6 +47,49 @@ fixtures:
 bench: release
 	@test -x $(VENV)/bin/python || { $(PYTHON) -m venv $(VENV) && $(VENV)/bin/pip install -r Tools/requirements.txt; }
 	$(VENV)/bin/python Tools/bench/compare.py --attend $(ATTEND)
+
+## fuzz-build: the four libFuzzer targets (fuzz-png, fuzz-jpeg, fuzz-safetensors, fuzz-npy) with ASan,
+## in $(FUZZ_SCRATCH). Not `-sanitize=fuzzer`: that links libFuzzer's own main, which collides
+## with the executable's (Fuzz/README.md); coverage flags + libclang_rt.fuzzer_no_main instead.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= png jpeg safetensors npy
+FUZZ_SCRATCH ?= .build-fuzz
+FUZZ_WORK    ?= .fuzz
+FUZZ_FLAGS   ?= -timeout=10 -rss_limit_mb=2048
+TOOLCHAIN    := $(shell dirname "$$(readlink -f "$$(command -v $(SWIFT))")")
+FUZZER_LIB   := $(shell "$(TOOLCHAIN)/clang" -print-resource-dir)/lib/linux/libclang_rt.fuzzer_no_main-$(shell uname -m).a
+# Instrumented libpng/libjpeg-turbo (Fuzz/instrumented-libs.sh, `make fuzz-libs`), used when built:
+# without them the PNG/JPEG targets see only our shims' edges.
+FUZZ_LIBS    ?= $(FUZZ_SCRATCH)/libs
+FUZZ_LIBS_FLAGS = $(if $(wildcard $(FUZZ_LIBS)/lib/libpng.a),-Xcc -I$(abspath $(FUZZ_LIBS))/include -Xlinker -L$(abspath $(FUZZ_LIBS))/lib -Xlinker -lz)
+FUZZ_BUILD    = $(SWIFT) build -c release --scratch-path $(FUZZ_SCRATCH) \
+	-Xswiftc -sanitize=address -Xswiftc -sanitize-coverage=edge,inline-8bit-counters,pc-table,trace-cmp \
+	-Xswiftc -DFUZZING -Xcc -fsanitize=address,fuzzer-no-link -Xlinker $(FUZZER_LIB) -Xlinker -lstdc++ $(FUZZ_LIBS_FLAGS)
+
+fuzz-build: deps
+	@test -f "$(FUZZER_LIB)" || { echo "no libFuzzer in this toolchain ($(FUZZER_LIB))"; exit 1; }
+	@echo "libpng/libjpeg: $(if $(FUZZ_LIBS_FLAGS),instrumented ($(FUZZ_LIBS)),system (not instrumented; see make fuzz-libs))"
+	for t in $(FUZZ_TARGETS); do $(FUZZ_BUILD) --product fuzz-$$t || exit 1; done
+
+## fuzz-libs: instrumented static libpng and libjpeg-turbo from source trees of the system's versions,
+## e.g. `apt-get source libpng1.6 libjpeg-turbo` or git checkouts of v1.6.39 and 2.1.5
+fuzz-libs:
+	@test -n "$(LIBPNG_SRC)" -a -n "$(LIBJPEG_SRC)" || { echo "usage: make fuzz-libs LIBPNG_SRC=DIR LIBJPEG_SRC=DIR"; exit 1; }
+	Fuzz/instrumented-libs.sh "$(LIBPNG_SRC)" "$(LIBJPEG_SRC)" "$(FUZZ_LIBS)"
+	rm -f $(FUZZ_SCRATCH)/release/fuzz-png $(FUZZ_SCRATCH)/release/fuzz-jpeg
+
+## fuzz: each target for FUZZ_SECONDS (default 60), one after another, from the seeds in
+## Tests/Fuzz/corpus/<target>; new inputs go to $(FUZZ_WORK)/corpus/<target>, crashes to
+## $(FUZZ_WORK)/artifacts/<target>/ (replay one with `swift run fuzz-<target> FILE`).
+fuzz: fuzz-build
+	@bin=$$($(FUZZ_BUILD) --show-bin-path); \
+	for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(FUZZ_WORK)/corpus/$$t $(FUZZ_WORK)/artifacts/$$t; \
+	  echo "== fuzz-$$t for $(FUZZ_SECONDS) s"; \
+	  "$$bin/fuzz-$$t" -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $(FUZZ_FLAGS) \
+	    -dict=Tests/Fuzz/dict/$$t.dict -artifact_prefix=$(FUZZ_WORK)/artifacts/$$t/ \
+	    $(FUZZ_WORK)/corpus/$$t Tests/Fuzz/corpus/$$t || exit 1; \
+	done
 
 clean:
 	rm -rf .build $(OUT)

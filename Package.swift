@@ -8,6 +8,11 @@ let package = Package(
         .library(name: "TensorCore", targets: ["TensorCore"]),
         .library(name: "ImageIO", targets: ["ImageIO"]),
         .executable(name: "attend", targets: ["attend"]),
+        // Fuzz targets (Fuzz/README.md): libFuzzer under `make fuzz`, file replayers otherwise.
+        .executable(name: "fuzz-png", targets: ["FuzzPNG"]),
+        .executable(name: "fuzz-jpeg", targets: ["FuzzJPEG"]),
+        .executable(name: "fuzz-safetensors", targets: ["FuzzSafeTensors"]),
+        .executable(name: "fuzz-npy", targets: ["FuzzNPY"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -40,6 +45,14 @@ let package = Package(
         ),
         // `swift run library-tour`: the library used from Swift code (README, "As a library").
         .executableTarget(name: "library-tour", dependencies: ["FastAttention", "TensorCore"], path: "Examples/LibraryTour"),
+        // Fuzz targets: no flags here (so the package stays free of unsafeFlags); `make fuzz-build`
+        // adds coverage, ASan and libFuzzer from the command line.
+        .target(name: "CFuzzerDriver", path: "Fuzz/CFuzzerDriver"),
+        .target(name: "FuzzSupport", dependencies: ["CFuzzerDriver"], path: "Fuzz/Support"),
+        .executableTarget(name: "FuzzPNG", dependencies: ["FuzzSupport", "ImageIO"], path: "Fuzz/FuzzPNG"),
+        .executableTarget(name: "FuzzJPEG", dependencies: ["FuzzSupport", "ImageIO"], path: "Fuzz/FuzzJPEG"),
+        .executableTarget(name: "FuzzSafeTensors", dependencies: ["FuzzSupport", "TensorCore"], path: "Fuzz/FuzzSafeTensors"),
+        .executableTarget(name: "FuzzNPY", dependencies: ["FuzzSupport", "TensorCore"], path: "Fuzz/FuzzNPY"),
         .target(name: "TestSupport", dependencies: ["TensorCore"], path: "Tests/TestSupport"),
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "TestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "ImageIOTests", dependencies: ["ImageIO", "TestSupport"], exclude: ["Fixtures"]),

@@ -56,6 +56,52 @@ static int finish_read_16bit_interlaced(png_image *image, uint8_t *buffer, uint3
     return 1;
 }
 
+static uint32_t be32(const uint8_t *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
+}
+
+/* Bytes of IDAT payload present in the file (chunks walked from the signature, each length
+ * bounds-checked; a chunk cut by the end of the file counts only what is there). */
+static uint64_t png_idat_bytes(const uint8_t *data, size_t size) {
+    uint64_t total = 0;
+    size_t p = 8;
+    while (p <= size && size - p >= 8) {
+        uint32_t length = be32(data + p);
+        const uint8_t *type = data + p + 4;
+        size_t available = size - p - 8;
+        if (memcmp(type, "IDAT", 4) == 0) total += length < available ? length : available;
+        if (memcmp(type, "IEND", 4) == 0 || length > available || available - length < 4) break;
+        p += 12 + (size_t)length;
+    }
+    return total;
+}
+
+/* Bytes of filtered scanlines (a filter byte per row) the IDAT stream must inflate to. */
+static uint64_t png_raw_bytes(uint32_t width, uint32_t height, int bit_depth, int color_type, int interlaced) {
+    static const int samples_per_type[7] = {1, 0, 3, 1, 2, 0, 4};
+    int samples = color_type >= 0 && color_type <= 6 ? samples_per_type[color_type] : 0;
+    uint64_t bits = (uint64_t)samples * (uint64_t)bit_depth;
+    if (!interlaced) return (uint64_t)height * (1 + ((uint64_t)width * bits + 7) / 8);
+    /* Adam7: pass p covers columns x0 + k·dx and rows y0 + k·dy. */
+    static const uint32_t x0[7] = {0, 4, 0, 2, 0, 1, 0}, dx[7] = {8, 8, 4, 4, 2, 2, 1};
+    static const uint32_t y0[7] = {0, 0, 4, 0, 2, 0, 1}, dy[7] = {8, 8, 8, 4, 4, 2, 2};
+    uint64_t total = 0;
+    for (int pass = 0; pass < 7; pass++) {
+        uint64_t w = width > x0[pass] ? ((uint64_t)width - x0[pass] + dx[pass] - 1) / dx[pass] : 0;
+        uint64_t h = height > y0[pass] ? ((uint64_t)height - y0[pass] + dy[pass] - 1) / dy[pass] : 0;
+        if (w > 0 && h > 0) total += h * (1 + (w * bits + 7) / 8);
+    }
+    return total;
+}
+
+/* Deflate expands at most 1032:1 (a 258-byte match per 2-bit code pair), so IDAT data of n
+ * bytes inflates to at most 1032·n bytes (+ slack for block headers). In the other direction,
+ * no encoder needs more than ~9/8 of the raw size (fixed-Huffman literals are at most 9 bits;
+ * stored blocks add 5 bytes per 64 KB), so IDAT data beyond twice the raw size plus 64 KB is
+ * not image data: libpng would inflate all of it (~1 GB per MB of crafted zeros) after the
+ * last row, a CPU bomb behind a 16×16 header. */
+enum { DEFLATE_MAX_RATIO = 1032, DEFLATE_SLACK = 1024, IDAT_SURPLUS_SLACK = 65536 };
+
 int fa_png_decode(const uint8_t *data, size_t size, uint64_t max_pixels,
                   fa_decoded *out, char *msg, size_t msg_capacity) {
     memset(out, 0, sizeof *out);
@@ -86,6 +132,35 @@ int fa_png_decode(const uint8_t *data, size_t size, uint64_t max_pixels,
         return FA_ERR_TOO_BIG;
     }
 
+    /* A small file cannot hold a big image: when the IDAT bytes present could not inflate to
+     * the scanlines the IHDR declares even at deflate's best ratio, the file is truncated or
+     * crafted (a "decompression bomb" header over a few bytes of data). Refused here, before
+     * the pixel buffer is allocated, so a tiny file never costs width × height memory. */
+    int interlaced = size > IHDR_INTERLACE_OFFSET && data[IHDR_INTERLACE_OFFSET] == 1;
+    uint64_t idat = png_idat_bytes(data, size);
+    uint64_t raw = png_raw_bytes(image.width, image.height, out->source_bit_depth, out->source_color_type, interlaced);
+    if (raw > idat * DEFLATE_MAX_RATIO + DEFLATE_SLACK) {
+        fa_set_messagef(msg, msg_capacity,
+                        "%u×%u image needs %llu bytes of scanlines but its IDAT data (%llu bytes) can inflate to "
+                        "at most %llu; the file is truncated or crafted",
+                        image.width, image.height, (unsigned long long)raw, (unsigned long long)idat,
+                        (unsigned long long)(idat * DEFLATE_MAX_RATIO + DEFLATE_SLACK));
+        out->width = image.width;
+        out->height = image.height;
+        png_image_free(&image);
+        return FA_ERR_CORRUPT;
+    }
+    if (idat > 2 * raw + IDAT_SURPLUS_SLACK) {
+        fa_set_messagef(msg, msg_capacity,
+                        "IDAT data is %llu bytes, far more than the %u×%u image's %llu bytes of scanlines; "
+                        "the file is crafted (a decompression bomb) or damaged",
+                        (unsigned long long)idat, image.width, image.height, (unsigned long long)raw);
+        out->width = image.width;
+        out->height = image.height;
+        png_image_free(&image);
+        return FA_ERR_CORRUPT;
+    }
+
     uint32_t channels = out->source_has_alpha ? 4 : 3;
     image.format = out->source_has_alpha ? PNG_FORMAT_RGBA : PNG_FORMAT_RGB;
     /* Without this flag a 16-bit file lacking gAMA/sRGB is taken as *linear* light and
@@ -99,8 +174,7 @@ int fa_png_decode(const uint8_t *data, size_t size, uint64_t max_pixels,
         png_image_free(&image);
         return FA_ERR_NOMEM;
     }
-    int interlaced16 = out->source_bit_depth == 16 && size > IHDR_INTERLACE_OFFSET &&
-                       data[IHDR_INTERLACE_OFFSET] == 1;
+    int interlaced16 = out->source_bit_depth == 16 && interlaced;
     int read = interlaced16 ? finish_read_16bit_interlaced(&image, buffer, channels)
                             : png_image_finish_read(&image, NULL, buffer, 0, NULL);
     if (read < 0) {

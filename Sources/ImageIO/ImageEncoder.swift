@@ -2,6 +2,7 @@
 
 import CCodecs
 import Foundation
+import TensorCore
 
 /// Encodes images to PNG (lossless; gray, RGB, RGBA) or JPEG (lossy; gray, RGB).
 public enum ImageEncoder {
@@ -47,10 +48,10 @@ public enum ImageEncoder {
 extension Image {
     /// Writes PNG (`.png`) or JPEG (`.jpg`, `.jpeg`), chosen by the extension.
     ///
-    /// The bytes go to a hidden temporary file in the same folder, which is renamed over
-    /// `url` only once fully written (a rename within one file system is atomic), so a
-    /// crash, a full disk or an encoding error never leaves a truncated image behind; the
-    /// temporary file is removed on every failure path.
+    /// The bytes go to a hidden temporary file in the same folder, synced, which is renamed
+    /// over `url` only once fully written (TensorCore's `AtomicFile`), so a crash, a full disk
+    /// or an encoding error never leaves a truncated image behind; the temporary file is
+    /// removed on every failure path.
     public func write(to url: URL, jpegQuality: Int = 90) throws {
         let name = url.lastPathComponent
         let data: Data
@@ -60,29 +61,10 @@ extension Image {
         default:
             throw ImageError.io(file: name, reason: "unknown image extension '.\(url.pathExtension)' (use .png, .jpg or .jpeg)")
         }
-        let folder = url.deletingLastPathComponent()
-        let temporary = folder.appendingPathComponent(".\(name).\(UUID().uuidString.prefix(8)).tmp")
-        let manager = FileManager.default
-        guard manager.createFile(atPath: temporary.path, contents: nil) else {
-            throw ImageError.io(file: name, reason: "cannot create a file in \(folder.path)")
-        }
         do {
-            let handle = try FileHandle(forWritingTo: temporary)
-            do {
-                try handle.write(contentsOf: data)
-                try handle.synchronize()
-                try handle.close()
-            } catch {
-                try? handle.close()
-                throw error
-            }
-            if rename(temporary.path, url.path) != 0 {
-                throw ImageError.io(file: name, reason: "cannot replace: \(String(cString: strerror(errno)))")
-            }
-        } catch {
-            try? manager.removeItem(at: temporary)
-            if let error = error as? ImageError { throw error }
-            throw ImageError.io(file: name, reason: "write failed: \(error.localizedDescription)")
+            try AtomicFile.write(data, to: url)
+        } catch let e as AtomicFile.Failure {
+            throw ImageError.io(file: name, reason: "write failed: \(e.reason)")
         }
     }
 }

@@ -6,6 +6,13 @@
 // (file sections carry no alignment promise).
 
 import Foundation
+#if canImport(Glibc)
+import Glibc
+private let posixWrite = Glibc.write
+#elseif canImport(Darwin)
+import Darwin
+private let posixWrite = Darwin.write
+#endif
 
 enum ScalarKind: Sendable {
     case f16, bf16, f32, f64
@@ -129,22 +136,58 @@ enum FileAccess {
         }
     }
 
-    /// Writes `data` to a temporary file in `url`'s folder, then renames it over `url`:
-    /// readers never see a partial file, and a failure leaves no file behind.
+    /// `AtomicFile.write`, with failures as `WeightsError.malformed` naming the path.
     static func writeAtomically(_ data: Data, to url: URL) throws {
-        let dir = url.deletingLastPathComponent()
-        let tmp = dir.appendingPathComponent(
-            ".\(url.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
         do {
-            try data.write(to: tmp)
-        } catch {
-            try? FileManager.default.removeItem(at: tmp)
-            throw WeightsError.malformed(path: url.path, reason: "cannot write the file: \(error.localizedDescription)")
+            try AtomicFile.write(data, to: url)
+        } catch let e as AtomicFile.Failure {
+            throw WeightsError.malformed(path: url.path, reason: "cannot write the file: \(e.reason)")
         }
-        if rename(tmp.path, url.path) != 0 {
-            let reason = String(cString: strerror(errno))
-            try? FileManager.default.removeItem(at: tmp)
-            throw WeightsError.malformed(path: url.path, reason: "cannot write the file: \(reason)")
+    }
+}
+
+/// Writing a file so that readers see either its old bytes or all of the new ones, never a mix.
+///
+/// The bytes go to a hidden temporary file in the target's folder, are synced to disk, and the
+/// file is renamed over the target (atomic within one file system). A failure at any step (a
+/// full disk, a file-size limit, a folder in the way) removes the temporary file and leaves an
+/// existing target untouched; a crash part-way can leave only the hidden temporary file. Used
+/// by every writer of the package (npy, safetensors, images, the CLI's text files), through
+/// POSIX calls so that the reason is the system's own ("File too large", "Is a directory").
+public enum AtomicFile {
+    public struct Failure: Error, CustomStringConvertible {
+        /// What went wrong, e.g. "No space left on device".
+        public let reason: String
+        public var description: String { reason }
+    }
+
+    public static func write(_ data: Data, to url: URL) throws {
+        let tmp = url.deletingLastPathComponent().appendingPathComponent(
+            ".\(url.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        func fail(_ step: String) -> Failure {
+            Failure(reason: step.isEmpty ? String(cString: strerror(errno)) : "\(step): \(String(cString: strerror(errno)))")
+        }
+        let fd = open(tmp.path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o666)
+        guard fd >= 0 else { throw fail("cannot create a file in \(url.deletingLastPathComponent().path)") }
+        var failure: Failure?
+        data.withUnsafeBytes { raw in
+            var done = 0
+            while done < raw.count {
+                let n = posixWrite(fd, raw.baseAddress! + done, raw.count - done)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    failure = fail("")
+                    return
+                }
+                done += n
+            }
+        }
+        if failure == nil, fsync(fd) != 0 { failure = fail("") }
+        if close(fd) != 0, failure == nil { failure = fail("") }
+        if failure == nil, rename(tmp.path, url.path) != 0 { failure = fail("") }
+        if let failure {
+            unlink(tmp.path)
+            throw failure
         }
     }
 }

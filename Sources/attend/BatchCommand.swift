@@ -138,8 +138,10 @@ struct Batch: ParsableCommand {
                     x = ImageStem().features(img, grid: grid)
                 }
                 try AttentionGuard.check(try Registry.type(id: module).info, inputShape: x.shape, limit: maxAttention)
-                let m = try Registry.make(id: module, settings: settings, inputShape: x.shape, weights: sd, seed: seed)
-                let y = try m.apply(x)
+                let (m, y) = try FileError.naming(input: file, weights: weights) {
+                    let m = try Registry.make(id: module, settings: settings, inputShape: x.shape, weights: sd, seed: seed)
+                    return (m, try m.apply(x))
+                }
                 if maps, let photo, x.rank == 4, frac.count == 2 {
                     let px = min(photo.width - 1, Int(Double(photo.width) * frac[0]))
                     let py = min(photo.height - 1, Int(Double(photo.height) * frac[1]))
@@ -205,9 +207,16 @@ final class SummaryLog {
         if !FileManager.default.fileExists(atPath: path) {
             try writeAtomically(Self.header + "\n", to: path)
         }
-        guard let h = FileHandle(forWritingAtPath: path) else { throw InputError.cannotWrite(path: path, reason: "cannot open") }
+        guard let h = FileHandle(forUpdatingAtPath: path) else { throw InputError.cannotWrite(path: path, reason: "cannot open") }
         handle = h
-        handle.seekToEndOfFile()
+        // The log is the one file appended in place (a row per finished input, so a killed run
+        // keeps them); each row is one write. Should a crash ever cut a row, the next run starts
+        // on a fresh line instead of gluing its first row onto the torn one.
+        if handle.seekToEndOfFile() > 0 {
+            handle.seek(toFileOffset: handle.offsetInFile - 1)
+            let last = handle.readDataToEndOfFile()
+            if last != Data("\n".utf8) { handle.write(Data("\n".utf8)) }
+        }
     }
 
     deinit { try? handle.close() }

@@ -9,6 +9,7 @@ import TensorCore
 enum InputError: Error, CustomStringConvertible {
     case missing(String)
     case unsupported(String)
+    case unsupportedOutput(String)
     case ambiguous(path: String, keys: [String])
     case noKey(path: String, key: String, keys: [String])
     case rank(path: String, shape: [Int], module: String, kind: String)
@@ -19,6 +20,8 @@ enum InputError: Error, CustomStringConvertible {
         case .missing(let p): return "\(p): no such file"
         case .unsupported(let p):
             return "\(p): unsupported input type (expected .npy, .safetensors, or a PNG/JPEG image)"
+        case .unsupportedOutput(let p):
+            return "\(p): unsupported output type (expected .npy or .safetensors)"
         case let .ambiguous(p, keys):
             return "\(p): holds \(keys.count) tensors (\(keys.prefix(8).joined(separator: ", "))); choose one with --key"
         case let .noKey(p, k, keys):
@@ -27,6 +30,38 @@ enum InputError: Error, CustomStringConvertible {
             return "\(p): shape \(Shape.format(s)) does not fit \(m), which takes \(kind)"
         case let .cannotWrite(p, reason):
             return "\(p): cannot write: \(reason)"
+        }
+    }
+}
+
+/// An error about one file, as "PATH: cause": the CLI's one line then names the file at fault
+/// even when the cause came from below (a module's shape check, strict weight loading).
+struct FileError: Error, CustomStringConvertible {
+    let path: String
+    let underlying: any Error
+
+    var description: String {
+        let text = String(describing: underlying)
+        return text.hasPrefix(path + ":") ? text : "\(path): \(text)"
+    }
+
+    /// Runs `body` (building a module, applying it), naming `weights` in strict-loading errors
+    /// and `input` in shape errors (wrong rank or channel count for the module). Errors about
+    /// `--set` itself (unknown keys, bad values) are left as they are: no file is at fault.
+    static func naming<T>(input: String, weights: String?, _ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch let e as WeightsError {
+            if case .strict = e, let weights { throw FileError(path: weights, underlying: e) }
+            throw e
+        } catch let e as ModuleError {
+            if case .badInput = e { throw FileError(path: input, underlying: e) }
+            throw e
+        } catch let e as ConfigError {
+            if case .inconsistent = e { throw FileError(path: input, underlying: e) }
+            throw e
+        } catch let e as ShapeError {
+            throw FileError(path: input, underlying: e)
         }
     }
 }
@@ -88,7 +123,7 @@ enum OutputFile {
         switch url.pathExtension.lowercased() {
         case "npy": try NPY.write(t, to: url)
         case "safetensors": try SafeTensors.write(StateDict(tensors: ["output": t]), to: url)
-        default: throw InputError.unsupported(path)
+        default: throw InputError.unsupportedOutput(path)
         }
     }
 

@@ -70,8 +70,10 @@ struct MapCommand: ParsableCommand {
         let x = try features.map { try InputFile.featureMap($0, module: module) } ?? ImageStem().features(photo, grid: grid)
         let (gh, gw) = (x.shape[2], x.shape[3])
         try AttentionGuard.check(try Registry.type(id: module).info, inputShape: x.shape, limit: maxAttention)
-        let m = try Registry.make(id: module, settings: try Config.settings(from: settings), inputShape: x.shape,
-                                  weights: try weights.map(InputFile.weights), seed: seed)
+        let pairs = try Config.settings(from: settings), sd = try weights.map(InputFile.weights)
+        let m = try FileError.naming(input: features ?? image, weights: weights) {
+            try Registry.make(id: module, settings: pairs, inputShape: x.shape, weights: sd, seed: seed)
+        }
         let points = query.isEmpty ? [(x: photo.width / 2, y: photo.height / 2)] : query.map { parsePoint($0)! }
         for p in points where !(0..<photo.width).contains(p.x) || !(0..<photo.height).contains(p.y) {
             throw ModuleError.badQuery(module: module,

@@ -2,6 +2,7 @@
 // (logs stay clean), and a one-line summary at the end either way.
 
 import Foundation
+import TensorCore
 
 final class Progress {
     let total: Int
@@ -40,22 +41,12 @@ final class Progress {
     }
 }
 
-/// Writes text atomically: a temporary file beside the target, renamed on success.
+/// Writes text atomically: a temporary file beside the target, synced, renamed on success.
 func writeAtomically(_ text: String, to path: String) throws {
-    let url = URL(fileURLWithPath: path)
-    let tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).\(getpid()).tmp")
     do {
-        try Data(text.utf8).write(to: tmp)
-        // rename(2) replaces the target atomically on the same file system.
-        guard rename(tmp.path, url.path) == 0 else {
-            throw InputError.cannotWrite(path: path, reason: String(cString: strerror(errno)))
-        }
-    } catch let e as InputError {
-        try? FileManager.default.removeItem(at: tmp)
-        throw e
-    } catch {
-        try? FileManager.default.removeItem(at: tmp)
-        throw InputError.cannotWrite(path: path, reason: error.localizedDescription)
+        try AtomicFile.write(Data(text.utf8), to: URL(fileURLWithPath: path))
+    } catch let e as AtomicFile.Failure {
+        throw InputError.cannotWrite(path: path, reason: e.reason)
     }
 }
 

@@ -37,6 +37,10 @@ struct Run: ParsableCommand {
     func validate() throws {
         if let t = threads, t < 1 { throw ValidationError("--threads must be ≥ 1") }
         if !(4...1024).contains(grid) { throw ValidationError("--grid must be in 4...1024") }
+        // Checked before any work, so a typo does not cost a whole run.
+        if !["npy", "safetensors"].contains((output as NSString).pathExtension.lowercased()) {
+            throw ValidationError("--output \(output): expected a .npy or .safetensors file name")
+        }
     }
 
     func run() throws {
@@ -52,9 +56,10 @@ struct Run: ParsableCommand {
         try checkRank(x, for: t)
         try AttentionGuard.check(t.info, inputShape: x.shape, limit: maxAttention)
         let sd = try weights.map(InputFile.weights)
-        let m = try Registry.make(id: module, settings: try Config.settings(from: settings), inputShape: x.shape,
-                                  weights: sd, seed: seed)
-        let y = try m.apply(x)
+        let pairs = try Config.settings(from: settings)
+        let y = try FileError.naming(input: input, weights: weights) {
+            try Registry.make(id: module, settings: pairs, inputShape: x.shape, weights: sd, seed: seed).apply(x)
+        }
         try OutputFile.write(y, to: output)
         FileHandle.standardError.write(Data("\(module): \(Shape.format(x.shape)) → \(Shape.format(y.shape)) written to \(output)\n".utf8))
     }
