@@ -31,6 +31,7 @@ public enum Registry {
         NystromformerAttention.self,
         StarTransformer.self,
         SparseTransformerAttention.self,
+        ProductKeyMemory.self,
         InformerProbSparseAttention.self,
 
     ]
