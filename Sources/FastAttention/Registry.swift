@@ -32,6 +32,7 @@ public enum Registry {
         StarTransformer.self,
         SparseTransformerAttention.self,
         ProductKeyMemory.self,
+        CompressiveAttention.self,
         InformerProbSparseAttention.self,
 
     ]
