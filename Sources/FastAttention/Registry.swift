@@ -46,6 +46,8 @@ public enum Registry {
         BigBirdBlockSparseAttention.self,
         LSHSelfAttention.self,
         SmyrfAttention.self,
+        ProductKeyMemory.self,
+        CompressiveAttention.self,
         InformerProbSparseAttention.self,
         RoutingAttention.self,
         ClusteredAttention.self,
