@@ -50,6 +50,21 @@ final class SynthesizerAttentionTests: XCTestCase {
         XCTAssertEqual(try m.attentionMap(f.input, query: MapQuery(row: 0, column: 3)).values.scalars.reduce(0, +), 1, accuracy: 1e-5)
     }
 
+    /// Untrained R is drawn as the reference's `nn.init.xavier_uniform_` on its 1×L×L parameter:
+    /// torch takes fan_in = L·L (size(1) × the trailing L) and fan_out = L (size(0) × L), so the
+    /// bound is √(6/(L² + L)), not √(3/L) — R is used without a softmax, so its scale is the
+    /// output's scale.
+    func testUntrainedRandomMatrixHasTheReferencesXavierBound() throws {
+        let l = 21
+        let x = randomTensor([1, l, 6], seed: 5)
+        let m = try Registry.make(id: "synthesizer", settings: ["variant": "random"], inputShape: x.shape, seed: 3)
+        let r = try (0..<l).flatMap { try m.attentionMap(x, query: MapQuery(row: 0, column: $0)).values.scalars }
+        let bound = (6 / Float(l * l + l)).squareRoot()
+        let largest = r.map(abs).max()!
+        XCTAssertLessThanOrEqual(largest, bound)
+        XCTAssertGreaterThan(largest, 0.9 * bound)
+    }
+
     /// causal: perturbing positions > i leaves outputs ≤ i unchanged, for every variant.
     func testCausalIgnoresTheFuture() throws {
         for variant in Self.variants {

@@ -38,7 +38,8 @@ import TensorCore
 /// - `MixtureSynthesizers` (R + QKᵀ without 1/√d) is not ported; its weights are refused.
 /// - The reference has no mask. `causal=true` masks the future as the paper does for decoding:
 ///   logits j > i are −∞ before the softmax; for the un-softmaxed R they are zeroed.
-/// - Untrained: PyTorch-default Linear init, xavier-uniform R, `key_fc = query_fc` for
+/// - Untrained: PyTorch-default Linear init, R xavier-uniform as torch draws it for a 1×L×L
+///   tensor (bound √(6/(L² + L))), `key_fc = query_fc` for
 ///   factorized_random (similarity initialisation). Dense and random have no query/key to tie.
 ///
 /// Keys: `value_fc.weight` (in×in), `value_fc.bias`, plus `dense.0.weight` (L×in), `dense.0.bias`,
@@ -117,7 +118,8 @@ public final class SynthesizerAttention: AttentionModule {
             let w2 = Linear(p.scoped("dense.2"), inFeatures: l, outFeatures: l)
             denseKeys = Tensor.concatenated([w2.weight, w2.bias!.reshaped([l, 1])], axis: 1)   // L, L+1
         case .random:
-            let bound = (6 / Float(2 * l)).squareRoot()       // xavier_uniform_ on 1×L×L: fan_in = fan_out = L
+            // xavier_uniform_ on the 1×L×L parameter: torch's fan_in = size(1)·L = L², fan_out = size(0)·L = L.
+            let bound = (6 / Float(l * l + l)).squareRoot()
             let r = p.parameter("attention", shape: [1, l, l], initializer: .uniform(bound: bound)).reshaped([l, l])
             mixing = Self.effectiveRandom(r, causal: causal, softmax: config.bool("random_softmax"))
         case .factorizedDense:
