@@ -49,14 +49,11 @@ struct Run: ParsableCommand {
     func validate() throws {
         if let t = threads, t < 1 { throw ValidationError("--threads must be ≥ 1") }
         if !(4...1024).contains(grid) { throw ValidationError("--grid must be in 4...1024") }
-<<<<<<< HEAD
         // Checked before any work, so a typo does not cost a whole run.
         if !["npy", "safetensors"].contains((output as NSString).pathExtension.lowercased()) {
             throw ValidationError("--output \(output): expected a .npy or .safetensors file name")
         }
-=======
         if segments < 1 { throw ValidationError("--segments must be ≥ 1") }
->>>>>>> wt-c2
     }
 
     func run() throws {
@@ -72,22 +69,16 @@ struct Run: ParsableCommand {
         try checkRank(x, for: t)
         try AttentionGuard.check(t.info, inputShape: x.shape, limit: maxAttention)
         let sd = try weights.map(InputFile.weights)
-<<<<<<< HEAD
-        let pairs = try Config.settings(from: settings)
-        let y = try FileError.naming(input: input, weights: weights) {
-            try Registry.make(id: module, settings: pairs, inputShape: x.shape, weights: sd, seed: seed).apply(x)
-        }
-=======
         guard t is any SegmentMemoryModule.Type || (segments == 1 && memories == nil) else {
             throw ValidationError("--segments and --memories are for modules with memories (compressive, memformer); \(module) has none")
         }
         if t is any SegmentMemoryModule.Type {
-            return try runWithMemories(x, weights: sd)
+            return try FileError.naming(input: input, weights: weights) { try runWithMemories(x, weights: sd) }
         }
-        let m = try Registry.make(id: module, settings: try Config.settings(from: settings), inputShape: x.shape,
-                                  weights: sd, seed: seed)
-        let y = try m.apply(x)
->>>>>>> wt-c2
+        let pairs = try Config.settings(from: settings)
+        let y = try FileError.naming(input: input, weights: weights) {
+            try Registry.make(id: module, settings: pairs, inputShape: x.shape, weights: sd, seed: seed).apply(x)
+        }
         try OutputFile.write(y, to: output)
         FileHandle.standardError.write(Data("\(module): \(Shape.format(x.shape)) → \(Shape.format(y.shape)) written to \(output)\n".utf8))
     }

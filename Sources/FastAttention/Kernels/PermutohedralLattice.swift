@@ -35,6 +35,10 @@ public struct PermutohedralLattice {
     var weight: [Float]
     /// Per direction r and lattice point m: neighbours at ±offset_r ((r·M + m)·2 + 0/1), M if absent.
     var neighbours: [Int32] = []
+    /// Points whose features are not finite (or beyond ±2²⁰, where lattice coordinates would
+    /// overflow): placed at the origin with zero weight, so they disturb nobody, and sliced as NaN —
+    /// a non-finite input propagates to that pixel's output instead of trapping.
+    var invalid: [Bool] = []
 
     /// Builds the lattice for `batch` sets of `count` feature vectors: feature j of point i of
     /// set b is `features[b·batchStride + j·featureStride + i]` (a slice of an N×C×H×W map).
@@ -54,10 +58,15 @@ public struct PermutohedralLattice {
         var diff = [Float](repeating: 0, count: d1), y = [Float](repeating: 0, count: d1)
         var key = [Int32](repeating: 0, count: d)
         let scale = Float(d1)
+        invalid = [Bool](repeating: false, count: total)
         for b in 0..<batch {
             for i in 0..<count {
                 let p = b * count + i
                 for j in 0..<d { f[j] = features[b * batchStride + j * featureStride + i] }
+                if !f.allSatisfy({ $0.isFinite && Swift.abs($0) <= 1_048_576 }) {
+                    invalid[p] = true
+                    for j in 0..<d { f[j] = 0 }
+                }
                 // 1. Elevate onto the plane Σ = 0 in d+1 dimensions.
                 for r in 0..<d1 {
                     var s: Float = 0
@@ -82,7 +91,7 @@ public struct PermutohedralLattice {
                 for r in 0..<d1 { y[r] = (e[r] - Float(rem0[r])) / scale }
                 y.sort()
                 for k in 0..<d1 {
-                    weight[k * total + p] = k == 0 ? y[0] - (y[d] - 1) : y[k] - y[k - 1]
+                    weight[k * total + p] = invalid[p] ? 0 : (k == 0 ? y[0] - (y[d] - 1) : y[k] - y[k - 1])
                 }
                 // 4. The enclosing simplex's vertices: rem0 + canonical[k][rank] (first d coordinates).
                 for k in 0..<d1 {
@@ -187,7 +196,7 @@ public struct PermutohedralLattice {
                 for b in 0..<batch {
                     for ch in 0..<c {
                         let dst = out + b * outBatchStride + ch * outChannelStride
-                        for i in 0..<count { dst[i] = tp[(b * count + i) * c + ch] }
+                        for i in 0..<count { dst[i] = invalid[b * count + i] ? .nan : tp[(b * count + i) * c + ch] }
                     }
                 }
             }
