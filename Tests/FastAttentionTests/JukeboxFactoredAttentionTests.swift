@@ -20,11 +20,12 @@ final class JukeboxFactoredAttentionTests: XCTestCase {
     }
 
     func testFactorsMatchTheirDefinitions() throws {
-        // Supports at position 45 with block_ctx 8 (seq-b.md's gradient check).
+        // Supports at position 45 with block_ctx 8 (seq-b.md's gradient check), over 6 rows: blocks ≠ block_ctx,
+        // so a port that swapped rows and columns (stride 6) would fail.
         let expected: [Int: [Int]] = [1: Array(40...45), 2: [5, 13, 21, 29, 37, 45], 3: Array(32...39), 0: Array(0...45)]
         for (f, keys) in expected {
-            let m = try Registry.make(id: "jukebox", settings: ["attn_func": "\(f)", "blocks": "8"], inputShape: [1, 64, 8])
-            let lay = try (m as! JukeboxFactoredAttention).layouts(length: 64)[0][0]
+            let m = try Registry.make(id: "jukebox", settings: ["attn_func": "\(f)", "blocks": "6"], inputShape: [1, 48, 8])
+            let lay = try (m as! JukeboxFactoredAttention).layouts(length: 48)[0][0]
             XCTAssertEqual(lay.support(ofQuery: 45).sorted(), keys, "attn_func \(f)")
             XCTAssertTrue(lay.causal, "attn_func \(f)")
         }

@@ -37,4 +37,8 @@ final class MultiscaleRetinaAttentionTests: XCTestCase {
         XCTAssertThrowsError(try Registry.make(id: "multiscale-transformer", settings: ["heads": "3"], inputShape: [1, 8, 8]))
         XCTAssertThrowsError(try m(Tensor(zeros: [1, 8, 4])))
     }
+
+    func testStrictLoading() throws {
+        try checkStrictLoading("multiscale-transformer", drop: "out.bias", reshape: "key.weight")
+    }
 }

@@ -12,6 +12,8 @@ final class PerformerAttentionTests: XCTestCase {
         try checkFixture("performer-causal")       // prefix sums, keys stabilised over all positions
         try checkFixture("performer-generalized")  // ReLU kernel, no to_out bias
         try checkFixture("performer-no-projection") // softmax(q) over features, softmax(k) over positions
+        try checkFixture("performer-no-projection-causal") // exp(k), prefix sums across two kernel chunks
+        try checkFixture("performer-generalized-causal")   // ReLU kernel, prefix sums across two kernel chunks
     }
 
     func testSeededProjectionIsOrthogonalBlocksWithChiNorms() throws {

@@ -53,7 +53,16 @@ final class PerformerFavorAttentionTests: XCTestCase {
             let m = try Registry.make(id: "performer-favor", settings: ["unidirectional": "true", "heads": "2", "dim_head": "4",
                                                                         "nb_features": "16", "nonnegative_features": positive],
                                       inputShape: x.shape)
-            if positive == "false" { try checkCausal(m, x, at: 30) }   // the positive keys' stabiliser sees the future
+            if positive == "false" {
+                try checkCausal(m, x, at: 30)
+            } else {
+                // The positive keys' stabiliser is a max over all positions: the past moves, a little.
+                let x2 = x + Naive.tensor(shape: x.shape) { $0[1] >= 30 ? 1.5 : 0 }
+                let past = { (t: Tensor) in Tensor(shape: [30, 8], scalars: Array(t.scalars[..<(30 * 8)])) }
+                let leak = maxRelativeError(past(try m(x2)), past(try m(x)))
+                XCTAssertGreaterThan(leak, 0, "documented leak")
+                XCTAssertLessThan(leak, 1e-2, "the leak is small")
+            }
             let w = try m.attentionMap(x, query: MapQuery(row: 0, column: 20)).values.scalars
             XCTAssertEqual(w.reduce(0, +), 1, accuracy: 1e-4)
             XCTAssertEqual(w[21...].max(), 0)

@@ -55,4 +55,20 @@ final class TransformerOnDietAttentionTests: XCTestCase {
         }
         XCTAssertThrowsError(try Registry.make(id: "transformer-on-a-diet", settings: ["model": "sparse"], inputShape: [1, 8, 8]))
     }
+
+    /// The repository's encoder cell has no projection biases (`_get_attention_cell(use_bias=False)`):
+    /// a default module loads a bias-free checkpoint and has no bias to load; use_bias=true asks for them.
+    func testDefaultProjectionsHaveNoBias() throws {
+        let f = try Fixture.load("transformer-on-a-diet")
+        XCTAssertNil(f.settings["use_bias"])
+        XCTAssertFalse(f.stateDict.tensors.keys.contains { $0.hasSuffix(".bias") })
+        XCTAssertNoThrow(try Registry.make(id: "transformer-on-a-diet", settings: f.settings, inputShape: f.input.shape,
+                                           weights: f.stateDict))
+        var withBias = f.settings
+        withBias["use_bias"] = "true"
+        XCTAssertThrowsError(try Registry.make(id: "transformer-on-a-diet", settings: withBias, inputShape: f.input.shape,
+                                               weights: f.stateDict)) { e in
+            XCTAssertTrue(String(describing: e).contains("missing keys: attention_cell.proj_query.bias"), String(describing: e))
+        }
+    }
 }

@@ -29,7 +29,8 @@ REFERENCE = "openai/jukebox 08efbbc jukebox/transformer/factored_attention.py Fa
 CASES = [
     # name, kwargs, batch, map query
     ("jukebox", dict(n_in=12, n_ctx=40, n_state=12, n_head=3, mask=True, attn_func=1, blocks=5), 2, 29),
-    ("jukebox-column", dict(n_in=8, n_ctx=36, n_state=8, n_head=2, mask=True, attn_func=2, blocks=6), 2, 27),
+    # blocks != block_ctx (8 rows of 5): a port that swapped the two (stride n_ctx/block_ctx) would differ.
+    ("jukebox-column", dict(n_in=8, n_ctx=40, n_state=8, n_head=2, mask=True, attn_func=2, blocks=8), 2, 27),
     ("jukebox-prev-row", dict(n_in=12, n_ctx=32, n_state=8, n_head=2, mask=True, attn_func=3, blocks=4), 2, 21),
     ("jukebox-row-unmasked", dict(n_in=8, n_ctx=30, n_state=8, n_head=2, mask=False, attn_func=1, blocks=3), 1, 14),
     ("jukebox-dense", dict(n_in=8, n_ctx=20, n_state=8, n_head=2, mask=True, attn_func=0, blocks=4), 1, 13),

@@ -6,9 +6,12 @@ Masks restate the repository's `_windowed_mask`, `_dilated_windowed_mask` and
 `_dilated_mem_windowed_mask` (row i: i, i - d, ..., k entries, d = d_base**layer; the memory
 variant ORs the masks of layers 0..layer; cascade: the last window_size * multiplier**layer
 positions; full: causal). Attention is GluonNLP's MultiHeadAttentionCell with a scaled
-DotProductAttentionCell (proj_query / proj_key / proj_value Dense with bias), followed by the
-encoder cell's output Dense `proj` (no bias). Parameter names: the Gluon block structure with
-PyTorch names inside.
+DotProductAttentionCell, followed by the encoder cell's output Dense `proj` (no bias). The
+repository's `TransformerEncoderCell` builds its cell through `_get_attention_cell(...)`
+(scripts/language_model/encoder_decoder_language_model.py) without passing `use_bias`, whose
+default there is False: proj_query / proj_key / proj_value have **no bias** (`use_bias=True` is a
+toolkit option, one case below). Parameter names: the Gluon block structure with PyTorch names
+inside.
 
 Usage: python Tools/reference/transformer_on_diet.py
 """
@@ -59,7 +62,7 @@ class AttentionCell(nn.Module):
 
 class DietAttention(nn.Module):
     def __init__(self, units, num_heads=4, model="dilated", layer=2, kernel_size=3, d_base=2, window_size=2,
-                 window_size_multiplier=2, scaled=True, use_bias=True):
+                 window_size_multiplier=2, scaled=True, use_bias=False):
         super().__init__()
         self.heads, self.scaled = num_heads, scaled
         self.mask_args = (model, layer, kernel_size, d_base, window_size, window_size_multiplier)
@@ -84,9 +87,9 @@ CASES = [
     ("transformer-on-a-diet", dict(units=12, num_heads=3, model="dilated", layer=2), (2, 45, 12), 40),
     ("transformer-on-a-diet-mem", dict(units=8, num_heads=2, model="dilated_mem", layer=3, kernel_size=3), (2, 50, 8), 47),
     ("transformer-on-a-diet-cascade", dict(units=8, num_heads=2, model="cascade", layer=2, window_size=3,
-                                           scaled=False), (1, 37, 8), 30),
-    ("transformer-on-a-diet-d3", dict(units=8, num_heads=2, model="dilated", layer=2, kernel_size=4, d_base=3,
-                                      use_bias=False), (1, 60, 8), 59),
+                                           scaled=False, use_bias=True), (1, 37, 8), 30),
+    ("transformer-on-a-diet-d3", dict(units=8, num_heads=2, model="dilated", layer=2, kernel_size=4, d_base=3),
+     (1, 60, 8), 59),
 ]
 
 

@@ -30,6 +30,9 @@ import TensorCore
 ///   rounding and the guard; without renormalisation the future changes that scale.
 /// - Positive features stabilise keys by the max over all positions and features (as
 ///   performer-pytorch), and put `numerical_stabilizer` (1e-6, not 1e-4) inside the features.
+///   So `unidirectional` with `nonnegative_features` is not strictly causal: the future moves
+///   the keys' common scale, which the additive stabiliser does not follow (a small leak, as
+///   performer's causal mode; the JAX code has it too).
 ///
 /// Keys: `to_q.weight` (+bias with qkv_bias), `to_k.*`, `to_v.*`, `to_out.weight`/`.bias`,
 /// buffer `fast_attention.projection_matrix` (nb_features × dim_head). Untrained, to_k = to_q.
@@ -43,6 +46,7 @@ public final class PerformerFavorAttention: AttentionModule {
         mapKind: .perQuery,
         mapDescription: "implicit FAVOR weights phi(q_i)·phi(k_j) / R_i with orthogonal random features (trigonometric by default: can be negative), mean over heads unless a head is chosen",
         notes: ["trigonometric features [cos u, sin u]·exp(|x'|^2/2 - max_positions |x'|^2/2); positive features as FAVOR+ with eps 1e-6",
+                "unidirectional + nonnegative_features leaks slightly: the keys' stabiliser is a max over all positions (as the JAX code); trigonometric unidirectional is causal up to rounding and the guard",
                 "denominator guard: +2·numerical_stabilizer where |R| <= numerical_stabilizer (JAX)",
                 "projection_matrix is a buffer; seeded: orthogonal Gaussian blocks (chi norms, or sqrt(d) with ortho_scaling=1)",
                 "untrained: PyTorch-default random weights with to_k = to_q"])

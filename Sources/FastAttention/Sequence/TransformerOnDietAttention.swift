@@ -26,9 +26,12 @@ import TensorCore
 /// - Map (per-query): the query's softmax row over its few keys (k ≤ kernel_size·(i+1) for
 ///   dilated_mem), mean over heads.
 /// - Keys (the Gluon block structure with PyTorch names, as conventions.md does for FracTAL):
-///   `attention_cell.proj_query.weight (units, units)`, `.bias`, `attention_cell.proj_key.*`,
-///   `attention_cell.proj_value.*`, `proj.weight (units, units)` (no bias). Untrained:
-///   proj_key = proj_query (similarity initialisation).
+///   `attention_cell.proj_query.weight (units, units)`, `attention_cell.proj_key.weight`,
+///   `attention_cell.proj_value.weight`, `proj.weight (units, units)` — no biases: the
+///   repository's `TransformerEncoderCell` builds its cell with `_get_attention_cell(...)`, whose
+///   `use_bias` defaults to False and is not passed. `use_bias=true` (toolkit option) adds
+///   `.bias (units)` to the three projections. Untrained: proj_key = proj_query (similarity
+///   initialisation).
 public final class TransformerOnDietAttention: BlockSparseModule {
     public static let info = ModuleInfo(
         id: "transformer-on-a-diet", title: "Transformer on a Diet (dilated / dilated-memory / cascade masks)",
@@ -40,6 +43,7 @@ public final class TransformerOnDietAttention: BlockSparseModule {
         notes: ["`layer` (toolkit key) selects the encoder layer whose mask is used: d = d_base^layer",
                 "output = proj(attention): the cell's residual, LayerNorm and FFN are not part of the module",
                 "no PyTorch reference exists: the fixture comes from a PyTorch port of the repository's mask functions",
+                "proj_query/proj_key/proj_value have no bias, as the repository's cell (_get_attention_cell use_bias=False); use_bias=true adds them",
                 "untrained: proj_key = proj_query (similarity initialisation)"])
 
     public static let configSchema: [ConfigKey] = [
@@ -52,7 +56,7 @@ public final class TransformerOnDietAttention: BlockSparseModule {
         ConfigKey("window_size", .int(1...1_000_000), default: .int(2), "cascade: first layer's window"),
         ConfigKey("window_size_multiplier", .int(1...64), default: .int(2), "cascade: window growth per layer"),
         ConfigKey("scaled", .bool, default: .bool(true), "scale logits by 1/sqrt(d_head)"),
-        ConfigKey("use_bias", .bool, default: .bool(true), "bias in the query/key/value projections"),
+        ConfigKey("use_bias", .bool, default: .bool(false), "bias in the query/key/value projections (the repository's cell has none)"),
     ]
 
     public let config: Config
