@@ -56,7 +56,7 @@ FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?= png jpeg safetensors npy
 FUZZ_SCRATCH ?= .build-fuzz
 FUZZ_WORK    ?= .fuzz
-FUZZ_FLAGS   ?= -timeout=10 -rss_limit_mb=2048
+FUZZ_FLAGS   ?= -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=256
 TOOLCHAIN    := $(shell dirname "$$(readlink -f "$$(command -v $(SWIFT))")")
 FUZZER_LIB   := $(shell "$(TOOLCHAIN)/clang" -print-resource-dir)/lib/linux/libclang_rt.fuzzer_no_main-$(shell uname -m).a
 # Instrumented libpng/libjpeg-turbo (Fuzz/instrumented-libs.sh, `make fuzz-libs`), used when built:

@@ -66,8 +66,9 @@ final class DecompressionBombTests: XCTestCase {
         let start = Date()
         assertRefused(data, name: "zeros.png", maxPixels: 1_000_000, contains: ["2000×2000 pixels exceeds the limit"])
         XCTAssertLessThan(Date().timeIntervalSince(start), 0.5)
-        // Cut to a tenth, it can no longer hold the image: refused before allocating.
-        assertRefused(data.prefix(data.count / 10), name: "cut.png", contains: ["truncated or crafted"])
+        // Cut to a tenth, its IDAT chunk runs past the end of the file: refused before libpng
+        // allocates anything.
+        assertRefused(data.prefix(data.count / 10), name: "cut.png", contains: ["corrupt PNG: premature end of data"])
     }
 
     /// Every valid PngSuite fixture (all colour types, depths, interlacing, odd sizes) passes
@@ -80,4 +81,28 @@ final class DecompressionBombTests: XCTestCase {
     }
 
     func fixturesDirectoryPath() -> String { fixture("basn2c08.png").deletingLastPathComponent().path }
+
+    /// Found by fuzz-png: 61 bytes whose tEXt chunk claims 1,609,760,768 bytes. libpng 1.6.39
+    /// allocates and zeroes a chunk's declared length before reading it (the simplified API
+    /// only warns "chunk data is too large"), so decoding took 1.6 GB and 2 s. Chunks are now
+    /// checked against the file's end first (png_codec.c, png_scan_chunks).
+    func testChunkLongerThanTheFileIsRefusedWithoutAllocating() throws {
+        let bytes: [UInt8] = [
+            0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x48, 0x44, 0x52,
+            0x00, 0x00, 0x00, 0x05, 0x00, 0x00, 0x00, 0x05, 0x02, 0x03, 0x00, 0x00, 0x01, 0x87, 0x06, 0xFE,
+            0xE0, 0x00, 0x00, 0x00, 0x04, 0x73, 0x50, 0x4C, 0x54, 0x45, 0x00, 0x01, 0x86, 0xA0, 0x31, 0xE8,
+            0x96, 0x5F, 0xF3, 0x00, 0x00, 0x74, 0x45, 0x58, 0x74, 0x00, 0x00, 0xA0, 0x77,
+        ]
+        XCTAssertEqual(Data(bytes), try Data(contentsOf: fixture("../../Fuzz/regressions/png/oom-text-chunk-1.6GB.png")))
+        let start = Date()
+        assertRefused(Data(bytes), name: "text.png", contains: ["corrupt PNG: premature end of data"])
+        XCTAssertLessThan(Date().timeIntervalSince(start), 0.5, "the 1.6 GB chunk must not be allocated")
+        // Every regression input the fuzzer produced is refused the same quick way.
+        let folder = fixture("../../Fuzz/regressions/png").standardizedFileURL
+        for name in try FileManager.default.contentsOfDirectory(atPath: folder.path) {
+            let t0 = Date()
+            _ = try? ImageDecoder.decode(data: try Data(contentsOf: folder.appendingPathComponent(name)), name: name)
+            XCTAssertLessThan(Date().timeIntervalSince(t0), 0.5, name)
+        }
+    }
 }
