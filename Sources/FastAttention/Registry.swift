@@ -33,6 +33,7 @@ public enum Registry {
         SparseTransformerAttention.self,
         ProductKeyMemory.self,
         CompressiveAttention.self,
+        TaLKConv.self,
         Memformer.self,
         InformerProbSparseAttention.self,
 
