@@ -48,6 +48,8 @@ public enum Registry {
         SmyrfAttention.self,
         ProductKeyMemory.self,
         CompressiveAttention.self,
+        TaLKConv.self,
+        Memformer.self,
         InformerProbSparseAttention.self,
         RoutingAttention.self,
         ClusteredAttention.self,
