@@ -90,3 +90,14 @@ final class DenseAttentionTests: XCTestCase {
         XCTAssertTrue(out.scalars.allSatisfy(\.isFinite))
     }
 }
+
+/// The registry holds each modules.tsv id once, and every module's info agrees with its type.
+final class RegistryTests: XCTestCase {
+    func testIdsAreUniqueAndResolve() throws {
+        let ids = Registry.ids
+        XCTAssertEqual(ids.count, Set(ids).count, "duplicate ids: \(ids)")
+        XCTAssertEqual(ids.count, 49)
+        for id in ids { XCTAssertEqual(try Registry.type(id: id).info.id, id) }
+        XCTAssertThrowsError(try Registry.type(id: "no-such-module"))
+    }
+}
