@@ -213,6 +213,16 @@ public struct Config: Sendable {
         preconditionFailure("config key \(name) is not a list in \(module)")
     }
 
+    /// Records a value the module derived (from the input, or from other keys) for a key left
+    /// unset, so `config` lists every key resolved; the key stays not explicit. A value the user
+    /// set must agree: modules check that first and throw `inconsistent` (an invariant here).
+    public mutating func setDerived(_ name: String, _ value: ConfigValue) {
+        precondition(schema.contains { $0.name == name }, "config key \(name) is not in \(module)'s schema")
+        precondition(values[name] == ConfigValue.none || values[name] == value,
+                     "\(module): derived \(name)=\(value) disagrees with the set \(values[name]!)")
+        values[name] = value
+    }
+
     /// Fills an optional channel count from the input, or checks that a given one agrees.
     public mutating func resolveChannels(_ name: String, from input: Int) throws {
         if case .int(let v)? = values[name], v != input {
