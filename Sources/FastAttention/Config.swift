@@ -11,6 +11,7 @@ public enum ConfigValue: Sendable, Equatable, CustomStringConvertible {
     case bool(Bool)
     case string(String)
     case ints([Int])
+    case strings([String])
     /// No value: an optional key left unset (e.g. a channel count the input tells).
     case none
 
@@ -21,6 +22,7 @@ public enum ConfigValue: Sendable, Equatable, CustomStringConvertible {
         case .bool(let v): return v ? "true" : "false"
         case .string(let v): return v
         case .ints(let v): return v.map(String.init).joined(separator: ",")
+        case .strings(let v): return v.joined(separator: ",")
         case .none: return "None"
         }
     }
@@ -33,6 +35,7 @@ public enum ConfigValue: Sendable, Equatable, CustomStringConvertible {
         case .bool(let v): return v
         case .string(let v): return v
         case .ints(let v): return v
+        case .strings(let v): return v
         case .none: return NSNull()
         }
     }
@@ -45,6 +48,9 @@ public enum ConfigType: Sendable, Equatable {
     case bool
     case choice([String])
     case ints(count: ClosedRange<Int>, each: ClosedRange<Int>)
+    /// A list of distinct names from `allowed`, in any order (a Python list of strings such as
+    /// CBAM's `pool_types`): `avg,max`, also `[avg, max]` or `['avg', 'max']`.
+    case strings(allowed: [String], count: ClosedRange<Int>)
 
     var name: String {
         switch self {
@@ -53,6 +59,7 @@ public enum ConfigType: Sendable, Equatable {
         case .bool: return "bool"
         case .choice: return "choice"
         case .ints: return "ints"
+        case .strings: return "strings"
         }
     }
 }
@@ -81,6 +88,8 @@ public struct ConfigKey: Sendable {
         case .choice(let c): return c.joined(separator: "|")
         case .ints(let n, let r):
             return "\(n.lowerBound == n.upperBound ? String(n.lowerBound) : "\(n.lowerBound)-\(n.upperBound)") comma-separated ints in \(r.lowerBound)...\(r.upperBound)"
+        case .strings(let allowed, let n):
+            return "\(n.lowerBound == n.upperBound ? String(n.lowerBound) : "\(n.lowerBound)-\(n.upperBound)") distinct of \(allowed.joined(separator: "|")), comma-separated"
         }
     }
 }
@@ -175,6 +184,10 @@ public struct Config: Sendable {
             let ints = items.map { $0! }
             guard ints.allSatisfy({ r.contains($0) }) else { throw bad }
             return .ints(ints)
+        case .strings(let allowed, let n):
+            let items = text.stripping("[]()").split(separator: ",").map { $0.trimmingWhitespace.stripping("'\"") }
+            guard n.contains(items.count), items.allSatisfy(allowed.contains), Set(items).count == items.count else { throw bad }
+            return .strings(items)
         }
     }
 
@@ -211,6 +224,21 @@ public struct Config: Sendable {
     public func ints(_ name: String) -> [Int] {
         if case .ints(let v)? = values[name] { return v }
         preconditionFailure("config key \(name) is not a list in \(module)")
+    }
+
+    public func strings(_ name: String) -> [String] {
+        if case .strings(let v)? = values[name] { return v }
+        preconditionFailure("config key \(name) is not a list of strings in \(module)")
+    }
+
+    /// Records a value the module derived (from the input, or from other keys) for a key left
+    /// unset, so `config` lists every key resolved; the key stays not explicit. A value the user
+    /// set must agree: modules check that first and throw `inconsistent` (an invariant here).
+    public mutating func setDerived(_ name: String, _ value: ConfigValue) {
+        precondition(schema.contains { $0.name == name }, "config key \(name) is not in \(module)'s schema")
+        precondition(values[name] == ConfigValue.none || values[name] == value,
+                     "\(module): derived \(name)=\(value) disagrees with the set \(values[name]!)")
+        values[name] = value
     }
 
     /// Fills an optional channel count from the input, or checks that a given one agrees.

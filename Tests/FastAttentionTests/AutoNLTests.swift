@@ -11,23 +11,11 @@ final class AutoNLTests: XCTestCase {
     static let cases = ["autonl", "autonl-full", "autonl-stride3"]
 
     func testParityWithTFMath() throws {
-        for name in Self.cases {
-            let f = try Fixture.load(name)
-            let m = try f.makeModule()
-            let y = try m(f.input)
-            assertClose(y, f.output, rtol: 1e-4, name)
-            print("\(name): max relative error \(maxRelativeError(y, f.output))")
-        }
+        try assertParity(Self.cases)
     }
 
     func testMapMatchesReferenceRow() throws {
-        for name in Self.cases {
-            let f = try Fixture.load(name)
-            let m = try f.makeModule()
-            let map = try m.attentionMap(f.input, query: f.mapQuery!)
-            XCTAssertEqual(map.kind, .perQuery)
-            assertClose(map.values, f.map!, rtol: 1e-4, name)
-        }
+        try assertMapsMatch(Self.cases, kind: .perQuery)
     }
 
     func testDividesByHTimesWNotByHThenTimesW() throws {

@@ -10,13 +10,7 @@ final class AxialAttentionTests: XCTestCase {
     static let cases = ["axial", "axial-sequential"]
 
     func testParityWithReference() throws {
-        for name in Self.cases {
-            let f = try Fixture.load(name)
-            let m = try f.makeModule()
-            let y = try m(f.input)
-            print("\(name): max relative error \(maxRelativeError(y, f.output))")
-            assertClose(y, f.output, rtol: 1e-4, name)
-        }
+        try assertParity(Self.cases)
     }
 
     func testMapsMatchReferenceWeights() throws {

@@ -29,13 +29,13 @@ final class BlockSparseAttentionTests: XCTestCase {
     }
 
     func check(_ layouts: [BlockLayout], heads: Int, batch: Int = 2, d: Int = 5, dv: Int = 3, seed: UInt64,
-               file: StaticString = #filePath, line: UInt = #line) {
+               bias: PairBias? = nil, file: StaticString = #filePath, line: UInt = #line) {
         let l = layouts[0].length
         let q = randomTensor([batch, l, heads * d], seed: seed)
         let k = randomTensor([batch, l, heads * d], seed: seed + 1)
         let v = randomTensor([batch, l, heads * dv], seed: seed + 2)
         let scale: Float = 0.7
-        let out = BlockSparseAttention.multiHead(q: q, k: k, v: v, heads: heads, layouts: layouts, scale: scale)
+        let out = BlockSparseAttention.multiHead(q: q, k: k, v: v, heads: heads, layouts: layouts, scale: scale, bias: bias)
         var expected = [Float](repeating: 0, count: batch * l * heads * dv)
         for b in 0..<batch {
             for h in 0..<heads {
@@ -49,8 +49,14 @@ final class BlockSparseAttentionTests: XCTestCase {
                     }
                     return r
                 }
+                var pairBias: ((Int, Int) -> Float)?
+                if let bias {
+                    let scores = bias.scores.scalars, classes = bias.scores.shape[3]
+                    pairBias = { i, j in scores[((b * l + i) * heads + h) * classes + bias.id(i, j)] }
+                }
                 let o = BlockSparseAttention.forwardNaive(counts: lay.denseCounts(), length: l, d: d, dv: dv,
-                                                          q: slice(q, d), k: slice(k, d), v: slice(v, dv), scale: scale)
+                                                          q: slice(q, d), k: slice(k, d), v: slice(v, dv), scale: scale,
+                                                          bias: pairBias)
                 for i in 0..<l { for c in 0..<dv { expected[(b * l + i) * heads * dv + h * dv + c] = o[i * dv + c] } }
             }
         }
@@ -146,6 +152,36 @@ final class BlockSparseAttentionTests: XCTestCase {
                 if counts[p * 31 + j] == 0 { XCTAssertEqual(w[j], 0) }
             }
         }
+    }
+
+    /// Global tokens before a band (GMAT's memory, ETC's global-local attention) across block
+    /// edges: the layout holds exactly the pattern's pairs — all rows or one kind, with ETC's hard
+    /// masks — the kernel matches the naive softmax with and without a relative pair bias, and the
+    /// computed blocks grow linearly with the length.
+    func testGlobalBandLayoutAndPairBias() {
+        let (g, l, r, owned) = (3, 70, 5, 30)                  // token i belongs to global i / 30
+        let t = g + l
+        func present(_ q: Int, _ k: Int, _ rows: BlockLayout.GlobalBandRows, _ hardL2G: Bool, _ hardG2L: Bool) -> Bool {
+            if q < g { return rows != .tokens && (k < g || !hardG2L || (k - g) / owned == q) }
+            if rows == .globals { return false }
+            return k < g ? !hardL2G || (q - g) / owned == k : abs(k - q) <= r
+        }
+        let scores = randomTensor([2, t, 2, 4], seed: 41)
+        let bias = PairBias(scores: scores) { q, k in (k - q + 2 * t) % 4 }
+        let cases: [(BlockLayout.GlobalBandRows, Bool, Bool, Int)] = [(.all, false, false, 16), (.all, true, true, 32),
+                                                                      (.globals, false, true, 16), (.tokens, true, false, 8)]
+        for (n, (rows, hardL2G, hardG2L, block)) in cases.enumerated() {
+            let lay = BlockLayout.globalBand(globals: g, tokens: l, radius: r, block: block, rows: rows, globalBlock: owned,
+                                             hardTokenToGlobal: hardL2G, hardGlobalToToken: hardG2L)
+            let counts = lay.denseCounts()
+            let wrong = (0..<(t * t)).filter { counts[$0] != (present($0 / t, $0 % t, rows, hardL2G, hardG2L) ? 1 : 0) }
+            XCTAssertEqual(wrong.map { [$0 / t, $0 % t] }, [], lay.name)
+            check([lay], heads: 2, seed: UInt64(50 + n))
+            check([lay], heads: 2, seed: UInt64(60 + n), bias: bias)
+        }
+        let a = BlockLayout.globalBand(globals: 8, tokens: 4096, radius: 8).entryCount
+        let b = BlockLayout.globalBand(globals: 8, tokens: 16384, radius: 8).entryCount
+        XCTAssertLessThan(Double(b) / Double(a), 4.1)
     }
 
     func testRenderingShowsBlocks() {

@@ -10,13 +10,7 @@ final class CBAMTests: XCTestCase {
     static let cases = ["cbam", "cbam-lp-lse", "cbam-no-spatial"]
 
     func testParityWithAuthorsCode() throws {
-        for name in Self.cases {
-            let f = try Fixture.load(name)
-            let m = try f.makeModule()
-            let y = try m(f.input)
-            print("\(name): max relative error \(maxRelativeError(y, f.output))")
-            assertClose(y, f.output, rtol: 1e-4, name)
-        }
+        try assertParity(Self.cases)
     }
 
     func testChannelGateAndSpatialMapMatchReference() throws {
@@ -82,12 +76,21 @@ final class CBAMTests: XCTestCase {
         }
         XCTAssertThrowsError(try Registry.make(id: "cbam", settings: ["reduction_ratio": "2", "pool_types": "avg,avg"], inputShape: shape))
         XCTAssertThrowsError(try Registry.make(id: "cbam", settings: ["reduction_ratio": "2", "pool_types": "mean"], inputShape: shape))
-        XCTAssertThrowsError(try Registry.make(id: "cbam", settings: ["reduction_ratio": "2", "pool_types": "max,avg"], inputShape: shape))
         XCTAssertThrowsError(try Registry.make(id: "cbam", settings: ["reduction": "2"], inputShape: shape))
         let m = try Registry.make(id: "cbam", settings: ["reduction_ratio": "2", "pool_types": "max,lp,lse"], inputShape: shape)
         XCTAssertThrowsError(try m(Tensor(zeros: [1, 6, 4, 5]))) { e in
             XCTAssertEqual(String(describing: e), "cbam: expected input N×8×H×W, found 1×6×4×5")
         }
+    }
+
+    /// pool_types is the reference's list: any order (its MLP outputs are summed in it), each
+    /// type once.
+    func testPoolTypesInAnyOrder() throws {
+        let x = randomTensor([2, 8, 5, 3], seed: 5)
+        let a = try Registry.make(id: "cbam", settings: ["reduction_ratio": "2", "pool_types": "avg,max,lse"], inputShape: x.shape, seed: 3)
+        let b = try Registry.make(id: "cbam", settings: ["reduction_ratio": "2", "pool_types": "lse,max,avg"], inputShape: x.shape, seed: 3)
+        XCTAssertEqual(b.config.values["pool_types"], .strings(["lse", "max", "avg"]))
+        assertClose(try b(x), try a(x), rtol: 1e-6)
     }
 
     func testOutputIsInputTimesBothGates() throws {

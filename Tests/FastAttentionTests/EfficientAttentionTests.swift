@@ -11,13 +11,7 @@ final class EfficientAttentionTests: XCTestCase {
     static let cases = ["efficient-attention", "efficient-attention-1head"]
 
     func testParityWithReference() throws {
-        for name in Self.cases {
-            let f = try Fixture.load(name)
-            let m = try f.makeModule()
-            let y = try m(f.input)
-            assertClose(y, f.output, rtol: 1e-4, name)
-            print("\(name): max relative error \(maxRelativeError(y, f.output))")
-        }
+        try assertParity(Self.cases)
     }
 
     func testTokensGiveTheSameOutputAsTheMap() throws {
@@ -40,13 +34,7 @@ final class EfficientAttentionTests: XCTestCase {
     }
 
     func testMapMatchesReferenceRow() throws {
-        for name in Self.cases {
-            let f = try Fixture.load(name)
-            let m = try f.makeModule()
-            let map = try m.attentionMap(f.input, query: f.mapQuery!)
-            XCTAssertEqual(map.kind, .perQuery)
-            assertClose(map.values, f.map!, rtol: 1e-4, name)
-        }
+        try assertMapsMatch(Self.cases, kind: .perQuery)
     }
 
     func testEveryHeadRowSumsToOne() throws {

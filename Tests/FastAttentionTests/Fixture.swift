@@ -2,6 +2,7 @@ import FastAttention
 import Foundation
 import TensorCore
 import TestSupport
+import XCTest
 
 /// A parity fixture written by Tools/reference (format in Tools/reference/common.py).
 struct Fixture {
@@ -40,5 +41,37 @@ struct Fixture {
 
     func makeModule() throws -> any AttentionModule {
         try Registry.make(id: module, settings: settings, inputShape: input.shape, weights: stateDict)
+    }
+}
+
+/// Parity with the reference for every fixture in `cases`: the module built from the fixture's
+/// config and weights maps its input to its output within `rtol` (max relative error, printed).
+func assertParity(_ cases: [String], rtol: Float = 1e-4, file: StaticString = #filePath, line: UInt = #line) throws {
+    for name in cases {
+        let f = try Fixture.load(name)
+        let m = try f.makeModule()
+        let y = try m(f.input)
+        print("\(name): max relative error \(maxRelativeError(y, f.output))")
+        assertClose(y, f.output, rtol: rtol, name, file: file, line: line)
+    }
+}
+
+/// The reference's map for every fixture in `cases`: the module's map at the fixture's query
+/// (or `query`) is of `kind` and within `rtol` of the stored map; `more` adds a module's own
+/// checks on it. Fails (and stops) at a fixture without a map or query.
+func assertMapsMatch(_ cases: [String], rtol: Float = 1e-4, kind: MapKind, query: MapQuery? = nil,
+                     file: StaticString = #filePath, line: UInt = #line,
+                     _ more: (_ f: Fixture, _ map: AttentionMap) throws -> Void = { _, _ in }) throws {
+    for name in cases {
+        let f = try Fixture.load(name)
+        guard let expected = f.map, let q = query ?? f.mapQuery else {
+            return XCTFail("\(name) has no map", file: file, line: line)
+        }
+        let m = try f.makeModule()
+        let map = try m.attentionMap(f.input, query: q)
+        XCTAssertEqual(map.kind, kind, name, file: file, line: line)
+        print("\(name) map: max relative error \(maxRelativeError(map.values, expected))")
+        assertClose(map.values, expected, rtol: rtol, name + " map", file: file, line: line)
+        try more(f, map)
     }
 }

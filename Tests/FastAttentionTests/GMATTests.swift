@@ -11,24 +11,11 @@ final class GMATTests: XCTestCase {
     static let cases = ["gmat", "gmat-full", "gmat-wide"]
 
     func testParityWithReference() throws {
-        for name in Self.cases {
-            let f = try Fixture.load(name)
-            let m = try f.makeModule()
-            let y = try m(f.input)
-            print("\(name): max relative error \(maxRelativeError(y, f.output))")
-            assertClose(y, f.output, rtol: 1e-4, name)
-        }
+        try assertParity(Self.cases)
     }
 
     func testMapMatchesReference() throws {
-        for name in Self.cases {
-            let f = try Fixture.load(name)
-            let m = try f.makeModule()
-            guard let expected = f.map, let q = f.mapQuery else { return XCTFail("\(name) has no map") }
-            let map = try m.attentionMap(f.input, query: q)
-            XCTAssertEqual(map.kind, .perQuery)
-            assertClose(map.values, expected, rtol: 1e-4, name)
-        }
+        try assertMapsMatch(Self.cases, kind: .perQuery)
     }
 
     /// The paper's pattern: with one layer a token sees only its window (the memory keys are
@@ -59,71 +46,6 @@ final class GMATTests: XCTestCase {
         let (direct, composed) = (m2[0..<20].reduce(0, +), m2[20..<40].reduce(0, +))
         XCTAssertGreaterThan(composed, direct)
         XCTAssertLessThanOrEqual(composed, 1 + 1e-5)
-    }
-
-    /// The blocked band kernel against a naive row-by-row softmax, across block edges (L = 70,
-    /// blocks of 32), with side keys, relative biases and a restricted side range (ETC's use).
-    func testBandKernelMatchesNaive() throws {
-        let (batch, heads, l, g, r, d) = (2, 2, 70, 3, 5, 4)
-        let c = heads * d, w = 2 * r + 1
-        let q = randomTensor([batch, l, c], seed: 21), k = randomTensor([batch, l, c], seed: 22)
-        let v = randomTensor([batch, l, c], seed: 23), sk = randomTensor([batch, g, c], seed: 24)
-        let sv = randomTensor([batch, g, c], seed: 25)
-        let localBias = randomTensor([batch, l, heads, w], seed: 26), sideBias = randomTensor([batch, l, heads, g], seed: 27)
-        for withBias in [false, true] {
-            var out = Tensor(zeros: [batch, l, c])
-            let scale: Float = 0.7
-            let sideRange: ((Int) -> Range<Int>)? = withBias ? { i in (i / 30)..<(i / 30 + 1) } : nil
-            q.withUnsafeBufferPointer { qb in k.withUnsafeBufferPointer { kb in v.withUnsafeBufferPointer { vb in
-            sk.withUnsafeBufferPointer { skb in sv.withUnsafeBufferPointer { svb in
-            localBias.withUnsafeBufferPointer { lbb in sideBias.withUnsafeBufferPointer { sbb in
-            out.withUnsafeMutableBufferPointer { ob in
-                func op(_ p: UnsafeBufferPointer<Float>, _ rows: Int) -> AttentionOperand {
-                    AttentionOperand(base: p.baseAddress!, ld: c, batchStride: rows * c, headStride: d)
-                }
-                let sbp = sbb.baseAddress!
-                let side: (Int, Int, Int, UnsafeMutablePointer<Float>) -> Void = { b, i, h, row in
-                    for s in 0..<g { row[s] += sbp[((b * l + i) * heads + h) * g + s] }
-                }
-                let bias = withBias ? BandAttention.Bias(local: lbb.baseAddress!, side: side, sideRange: sideRange)
-                                    : BandAttention.Bias()
-                BandAttention.forward(batch: batch, heads: heads, l: l, g: g, r: r, d: d, dv: d,
-                                      q: op(qb, l), k: op(kb, l), v: op(vb, l), sk: op(skb, g), sv: op(svb, g),
-                                      out: ob.baseAddress!, outLd: c, outBatchStride: l * c, outHeadStride: d,
-                                      scale: scale, bias: bias)
-            }}}}}}}}
-            // Naive: every key scored, invisible ones dropped, softmax in Double.
-            let (qs, ks, vs, sks, svs) = (q.scalars, k.scalars, v.scalars, sk.scalars, sv.scalars)
-            let (lbs, sbs) = (localBias.scalars, sideBias.scalars)
-            var expected = [Float](repeating: 0, count: batch * l * c)
-            for b in 0..<batch {
-                for h in 0..<heads {
-                    for i in 0..<l {
-                        var logits: [(Double, [Float])] = []
-                        func dot(_ a: [Float], _ ao: Int, _ bo: Int, _ bs: [Float]) -> Double {
-                            (0..<d).reduce(0.0) { $0 + Double(a[ao + $1]) * Double(bs[bo + $1]) }
-                        }
-                        let qo = (b * l + i) * c + h * d
-                        for s in 0..<g where sideRange?(i).contains(s) ?? true {
-                            var z = dot(qs, qo, (b * g + s) * c + h * d, sks)
-                            if withBias { z += Double(sbs[((b * l + i) * heads + h) * g + s]) }
-                            logits.append((z * Double(scale), Array(svs[((b * g + s) * c + h * d)..<((b * g + s) * c + h * d + d)])))
-                        }
-                        for j in max(0, i - r)..<min(l, i + r + 1) {
-                            var z = dot(qs, qo, (b * l + j) * c + h * d, ks)
-                            if withBias { z += Double(lbs[((b * l + i) * heads + h) * w + j - i + r]) }
-                            logits.append((z * Double(scale), Array(vs[((b * l + j) * c + h * d)..<((b * l + j) * c + h * d + d)])))
-                        }
-                        let mx = logits.map(\.0).max()!
-                        let e = logits.map { Foundation.exp($0.0 - mx) }, zsum = e.reduce(0, +)
-                        for (n, (_, val)) in logits.enumerated() {
-                            for x in 0..<d { expected[qo + x] += Float(e[n] / zsum) * val[x] }
-                        }
-                    }
-                }
-            }
-            assertClose(out, Tensor(shape: out.shape, scalars: expected), rtol: 1e-5, "bias \(withBias)")
-        }
     }
 
     func testStrictLoadingNamesBadKeys() throws {

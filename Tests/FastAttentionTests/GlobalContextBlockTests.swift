@@ -10,13 +10,7 @@ final class GlobalContextBlockTests: XCTestCase {
     static let cases = ["global-context", "global-context-mul", "global-context-add-mul", "global-context-avg"]
 
     func testParityWithMMCV() throws {
-        for name in Self.cases {
-            let f = try Fixture.load(name)
-            let m = try f.makeModule()
-            let y = try m(f.input)
-            print("\(name): max relative error \(maxRelativeError(y, f.output))")
-            assertClose(y, f.output, rtol: 1e-4, name)
-        }
+        try assertParity(Self.cases)
     }
 
     func testMapIsTheReferenceContextWeights() throws {

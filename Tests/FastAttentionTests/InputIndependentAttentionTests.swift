@@ -11,24 +11,11 @@ final class InputIndependentAttentionTests: XCTestCase {
     static let cases = ["input-independent", "input-independent-causal"]
 
     func testParityWithReference() throws {
-        for name in Self.cases {
-            let f = try Fixture.load(name)
-            let m = try f.makeModule()
-            let y = try m(f.input)
-            print("\(name): max relative error \(maxRelativeError(y, f.output))")
-            assertClose(y, f.output, rtol: 1e-4, name)
-        }
+        try assertParity(Self.cases)
     }
 
     func testMapMatchesReferenceRow() throws {
-        for name in Self.cases {
-            let f = try Fixture.load(name)
-            let m = try f.makeModule()
-            guard let expected = f.map, let q = f.mapQuery else { return XCTFail("\(name) has no map") }
-            let map = try m.attentionMap(f.input, query: q)
-            XCTAssertEqual(map.kind, .perQuery)
-            assertClose(map.values, expected, rtol: 1e-5, name)
-        }
+        try assertMapsMatch(Self.cases, rtol: 1e-5, kind: .perQuery)
     }
 
     /// The weights do not depend on the input: any two inputs give the same map, rows sum to 1,

@@ -11,24 +11,11 @@ final class InterlacedSparseAttentionTests: XCTestCase {
     static let cases = ["interlaced-sparse", "interlaced-sparse-nopad"]
 
     func testParityWithOpenseg() throws {
-        for name in Self.cases {
-            let f = try Fixture.load(name)
-            let m = try f.makeModule()
-            let y = try m(f.input)
-            print("\(name): max relative error \(maxRelativeError(y, f.output))")
-            assertClose(y, f.output, rtol: 1e-4, name)
-        }
+        try assertParity(Self.cases)
     }
 
     func testMapMatchesReferenceSoftmaxes() throws {
-        for name in Self.cases {
-            let f = try Fixture.load(name)
-            let m = try f.makeModule()
-            guard let expected = f.map, let q = f.mapQuery else { return XCTFail("\(name) has no map") }
-            let map = try m.attentionMap(f.input, query: q)
-            XCTAssertEqual(map.kind, .perQuery)
-            assertClose(map.values, expected, rtol: 1e-4, name)
-        }
+        try assertMapsMatch(Self.cases, kind: .perQuery)
     }
 
     func testMapSupportAndMassWithoutPadding() throws {

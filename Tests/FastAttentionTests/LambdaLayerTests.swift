@@ -11,26 +11,12 @@ final class LambdaLayerTests: XCTestCase {
     static let cases = ["lambda", "lambda-global"]
 
     func testParityWithReference() throws {
-        for name in Self.cases {
-            let f = try Fixture.load(name)
-            let m = try f.makeModule()
-            let y = try m(f.input)
-            print("\(name): max relative error \(maxRelativeError(y, f.output))")
-            assertClose(y, f.output, rtol: 1e-4, name)
-        }
+        try assertParity(Self.cases)
     }
 
     func testMapMatchesImplicitWeightsOfReference() throws {
         // The fixture's weights were checked in Python to reproduce the reference's output.
-        for name in Self.cases {
-            let f = try Fixture.load(name)
-            let m = try f.makeModule()
-            guard let expected = f.map, let q = f.mapQuery else { return XCTFail("\(name) has no map") }
-            let map = try m.attentionMap(f.input, query: q)
-            XCTAssertEqual(map.kind, .perQuery)
-            XCTAssertEqual(map.labels.count, expected.shape[0])
-            assertClose(map.values, expected, rtol: 1e-4, name)
-        }
+        try assertMapsMatch(Self.cases, kind: .perQuery) { f, map in XCTAssertEqual(map.labels.count, f.map!.shape[0]) }
     }
 
     func testKeyMapsSumToOneAndLocalWindow() throws {

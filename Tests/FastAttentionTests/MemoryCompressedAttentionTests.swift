@@ -12,28 +12,15 @@ final class MemoryCompressedAttentionTests: XCTestCase {
     static let cases = ["memory-compressed", "memory-compressed-causal", "memory-compressed-causal-nopad"]
 
     func testParityWithReference() throws {
-        for name in Self.cases {
-            let f = try Fixture.load(name)
-            let m = try f.makeModule()
-            let y = try m(f.input)
-            print("\(name): max relative error \(maxRelativeError(y, f.output))")
-            assertClose(y, f.output, rtol: 1e-4, name)
-        }
+        try assertParity(Self.cases)
     }
 
     func testMapMatchesReferenceRow() throws {
-        for name in Self.cases {
-            let f = try Fixture.load(name)
-            let m = try f.makeModule()
-            guard let expected = f.map, let q = f.mapQuery, let null = f.file.tensors["map_null_weight"] else {
-                return XCTFail("\(name) has no map")
-            }
-            let map = try m.attentionMap(f.input, query: q)
-            XCTAssertEqual(map.kind, .perQuery)
-            assertClose(map.values, expected, rtol: 1e-4, name)
+        try assertMapsMatch(Self.cases, kind: .perQuery) { f, map in
+            let null = try XCTUnwrap(f.file.tensors["map_null_weight"], "\(f.name) has no null weight")
             XCTAssertTrue(map.labels[0].hasPrefix(String(format: "null key %.3f", null.scalars[0])), map.labels[0])
             // Spread blocks and the null weight are the whole softmax row.
-            XCTAssertEqual(map.values.scalars.reduce(0, +) + null.scalars[0], 1, accuracy: 1e-5, name)
+            XCTAssertEqual(map.values.scalars.reduce(0, +) + null.scalars[0], 1, accuracy: 1e-5, f.name)
         }
     }
 

@@ -10,13 +10,9 @@ final class MultiscaleRetinaAttentionTests: XCTestCase {
     static let cases = ["multiscale-transformer", "multiscale-transformer-bidirectional", "multiscale-transformer-long"]
 
     func testParityWithReference() throws {
-        for name in Self.cases {
-            let f = try Fixture.load(name)
-            let m = try f.makeModule()
-            assertClose(try m(f.input), f.output, rtol: 1e-4, name)
-            let map = try m.attentionMap(f.input, query: f.mapQuery!)
-            assertClose(map.values, f.map!, rtol: 1e-4, name + " map")
-            XCTAssertEqual(map.values.scalars.reduce(0, +), 1, accuracy: 1e-5)
+        try assertParity(Self.cases)
+        try assertMapsMatch(Self.cases, kind: .perQuery) { f, map in
+            XCTAssertEqual(map.values.scalars.reduce(0, +), 1, accuracy: 1e-5, f.name)
         }
     }
 

@@ -11,22 +11,11 @@ final class NonLocal2dTests: XCTestCase {
                         "non-local-concatenation"]
 
     func testParityWithMMCV() throws {
-        for name in Self.cases {
-            let f = try Fixture.load(name)
-            let m = try f.makeModule()
-            assertClose(try m(f.input), f.output, rtol: 1e-4, name)
-        }
+        try assertParity(Self.cases)
     }
 
     func testMapMatchesReferenceRow() throws {
-        for name in Self.cases {
-            let f = try Fixture.load(name)
-            let m = try f.makeModule()
-            guard let expected = f.map, let q = f.mapQuery else { return XCTFail("\(name) has no map") }
-            let map = try m.attentionMap(f.input, query: q)
-            XCTAssertEqual(map.kind, .perQuery)
-            assertClose(map.values, expected, rtol: 1e-4, name)
-        }
+        try assertMapsMatch(Self.cases, kind: .perQuery)
     }
 
     func testSoftmaxMapRowSumsToOne() throws {

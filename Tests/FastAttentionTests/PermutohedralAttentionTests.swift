@@ -10,23 +10,12 @@ final class PermutohedralAttentionTests: XCTestCase {
     static let cases = ["permutohedral", "permutohedral-d2", "permutohedral-d5"]
 
     func testParityWithTransliteration() throws {
-        for name in Self.cases {
-            let f = try Fixture.load(name)
-            let m = try f.makeModule()
-            let y = try m(f.input)
-            print("\(name): max relative error \(maxRelativeError(y, f.output))")
-            assertClose(y, f.output, rtol: 1e-4, name)
-        }
+        try assertParity(Self.cases)
     }
 
     func testMapIsTheNormalisedGaussianOfTheReference() throws {
-        for name in Self.cases {
-            let f = try Fixture.load(name)
-            let m = try f.makeModule()
-            let q = try XCTUnwrap(f.mapQuery)
-            let map = try m.attentionMap(f.input, query: q)
-            XCTAssertEqual(map.kind, .perQuery)
-            assertClose(map.values, try XCTUnwrap(f.map), rtol: 1e-4, name)
+        try assertMapsMatch(Self.cases, kind: .perQuery) { f, map in
+            let q = f.mapQuery!
             let (k, h, w) = (map.values.shape[0], map.values.shape[1], map.values.shape[2])
             for s in 0..<k {
                 let row = Array(map.values.scalars[(s * h * w)..<((s + 1) * h * w)])

@@ -10,22 +10,11 @@ final class SCRAMTests: XCTestCase {
     static let cases = ["scram", "scram-k1"]
 
     func testParityWithReference() throws {
-        for name in Self.cases {
-            let f = try Fixture.load(name)
-            let m = try f.makeModule()
-            let y = try m(f.input)
-            print("\(name): max relative error \(maxRelativeError(y, f.output))")
-            assertClose(y, f.output, rtol: 1e-4, name)
-        }
+        try assertParity(Self.cases)
     }
 
     func testMapIsTheFoundKeysWithTheirWeights() throws {
-        for name in Self.cases {
-            let f = try Fixture.load(name)
-            let m = try f.makeModule()
-            let map = try m.attentionMap(f.input, query: try XCTUnwrap(f.mapQuery))
-            XCTAssertEqual(map.kind, .perQuery)
-            assertClose(map.values, try XCTUnwrap(f.map), rtol: 1e-4, name)
+        try assertMapsMatch(Self.cases, kind: .perQuery) { f, map in
             let nonzero = map.values.scalars.filter { $0 != 0 }
             XCTAssertEqual(nonzero.count, Int(f.settings["topk"]!)!)
             XCTAssertEqual(nonzero.reduce(0, +), 1, accuracy: 1e-5)

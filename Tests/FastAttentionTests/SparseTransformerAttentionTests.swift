@@ -12,13 +12,8 @@ final class SparseTransformerAttentionTests: XCTestCase {
                         "sparse-transformer-bidirectional", "sparse-transformer-image-fixed"]
 
     func testParityWithMaskedDenseReference() throws {
-        for name in Self.cases {
-            let f = try Fixture.load(name)
-            let m = try f.makeModule()
-            assertClose(try m(f.input), f.output, rtol: 1e-4, name)
-            let map = try m.attentionMap(f.input, query: f.mapQuery!)
-            assertClose(map.values, f.map!, rtol: 1e-4, name + " map")
-        }
+        try assertParity(Self.cases)
+        try assertMapsMatch(Self.cases, kind: .perQuery)
     }
 
     /// The layouts' pairs are exactly the paper's/openai's definitions, L ragged against blocks.

@@ -25,14 +25,7 @@ final class SynthesizerAttentionTests: XCTestCase {
     }
 
     func testMapMatchesReferenceRow() throws {
-        for name in Self.cases {
-            let f = try Fixture.load(name)
-            let m = try f.makeModule()
-            guard let expected = f.map, let q = f.mapQuery else { return XCTFail("\(name) has no map") }
-            let map = try m.attentionMap(f.input, query: q)
-            XCTAssertEqual(map.kind, .perQuery)
-            assertClose(map.values, expected, rtol: 1e-4, name)
-        }
+        try assertMapsMatch(Self.cases, kind: .perQuery)
         // The reference's R is used as is: its row does not sum to 1 and has negative weights.
         let f = try Fixture.load("synthesizer-random")
         let row = try f.makeModule().attentionMap(f.input, query: f.mapQuery!).values.scalars

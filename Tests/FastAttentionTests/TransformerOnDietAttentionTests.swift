@@ -11,13 +11,8 @@ final class TransformerOnDietAttentionTests: XCTestCase {
                         "transformer-on-a-diet-d3"]
 
     func testParityWithMaskedDenseReference() throws {
-        for name in Self.cases {
-            let f = try Fixture.load(name)
-            let m = try f.makeModule()
-            assertClose(try m(f.input), f.output, rtol: 1e-4, name)
-            let map = try m.attentionMap(f.input, query: f.mapQuery!)
-            assertClose(map.values, f.map!, rtol: 1e-4, name + " map")
-        }
+        try assertParity(Self.cases)
+        try assertMapsMatch(Self.cases, kind: .perQuery)
     }
 
     func testRowsAsTheRepositoryComputesThem() throws {

@@ -9,6 +9,43 @@ import CKernels
 import Foundation
 import TensorCore
 
+/// An additive logit bias that depends on the query row and on a class of the (query, key)
+/// pair — relative positions (ETC's clipped offsets and own/other-block ids): logit(q, k) +=
+/// scores[b, q, h, class(q, k)], added before `scale` as part of the q·k product. q and k are
+/// original positions; `scores` is batch × L × heads × classes.
+public struct PairBias {
+    public let scores: Tensor
+    /// Writes the classes of the pairs (q, k), k ∈ `keys`, to classes[k − keys.lowerBound]: the
+    /// kernel asks once per query row and run of consecutive keys.
+    public let classes: (_ q: Int, _ keys: Range<Int>, _ classes: UnsafeMutablePointer<Int32>) -> Void
+
+    public init(scores: Tensor, classes: @escaping (_ q: Int, _ keys: Range<Int>, _ classes: UnsafeMutablePointer<Int32>) -> Void) {
+        precondition(scores.rank == 4, "pair-bias scores are batch × L × heads × classes")
+        self.scores = scores
+        self.classes = classes
+    }
+
+    /// A bias whose class is `id(q, k)`, asked pair by pair.
+    public init(scores: Tensor, id: @escaping (_ q: Int, _ k: Int) -> Int) {
+        self.init(scores: scores) { q, keys, out in
+            for k in keys { out[k - keys.lowerBound] = Int32(id(q, k)) }
+        }
+    }
+
+    /// The class of one pair.
+    public func id(_ q: Int, _ k: Int) -> Int {
+        var c: Int32 = 0
+        classes(q, k..<(k + 1), &c)
+        return Int(c)
+    }
+
+    /// Query p's row of scores (classes wide), batch item b, head h.
+    func row(_ sp: UnsafePointer<Float>, b: Int, h: Int, query p: Int) -> UnsafePointer<Float> {
+        let (l, heads, classes) = (scores.shape[1], scores.shape[2], scores.shape[3])
+        return sp + ((b * l + p) * heads + h) * classes
+    }
+}
+
 public enum BlockSparseAttention {
     /// Consecutive key blocks of a row are multiplied in one GEMM up to this many columns.
     public static var maxRunColumns = 512
@@ -18,17 +55,22 @@ public enum BlockSparseAttention {
     /// layout per head, or one for all heads. A query with no present key gets a zero row.
     /// With `lse` (batch × heads × L, original positions), each row's log-sum-exp of its present
     /// scaled logits is written there (−inf for an empty row), so outputs over disjoint layouts
-    /// can be merged exactly (`multiHead(parts:)`).
+    /// can be merged exactly (`multiHead(parts:)`). With `bias`, each present logit gets its
+    /// pair's bias (see `PairBias`) before the scale.
     public static func forward(
         layouts: [BlockLayout], batch: Int, heads: Int, d: Int, dv: Int,
         q: AttentionOperand, k: AttentionOperand, v: AttentionOperand,
         out: UnsafeMutablePointer<Float>, outLd: Int, outBatchStride: Int, outHeadStride: Int,
-        scale: Float, lse: UnsafeMutablePointer<Float>? = nil
+        scale: Float, lse: UnsafeMutablePointer<Float>? = nil, bias: PairBias? = nil
     ) {
         precondition(layouts.count == 1 || layouts.count == heads, "one layout, or one per head")
         let length = layouts[0].length
         precondition(layouts.allSatisfy { $0.length == length }, "layouts of one call share the length")
+        precondition(bias.map { $0.scores.shape[0] == batch && $0.scores.shape[1] == length && $0.scores.shape[2] == heads } ?? true,
+                     "pair-bias scores must be batch × L × heads × classes")
         if length == 0 || dv == 0 || batch * heads == 0 { return }
+        (bias?.scores ?? Tensor(zeros: [1])).withUnsafeBufferPointer { biasBuf in
+        let biasScores = bias == nil ? nil : biasBuf.baseAddress
         func layout(_ h: Int) -> BlockLayout { layouts.count == 1 ? layouts[0] : layouts[h] }
 
         // Heads with a permuted order read gathered copies (batch × L × d, contiguous); one
@@ -65,6 +107,9 @@ public enum BlockSparseAttention {
         let items = batch * heads * layouts.map(\.blockCount).max()!
         Threads.parallelFor(items) { range in
             var scratch = Tensor(uninitialized: [bsMax * cols + bsMax * dv + 3 * bsMax])
+            var classes = [Int32](repeating: 0, count: cols)           // a run's pair-bias classes
+            classes.withUnsafeMutableBufferPointer { cbuf in
+            let ids = cbuf.baseAddress!
             scratch.withUnsafeMutableBufferPointer { buf in
                 let s = buf.baseAddress!, o = s + bsMax * cols, m = o + bsMax * dv, l = m + bsMax, corr = l + bsMax
                 let perProblem = items / (batch * heads)
@@ -93,9 +138,26 @@ public enum BlockSparseAttention {
                         // s (rows×n) = scale · Q_block K_runᵀ
                         BLAS.gemm(transB: true, m: rows, n: n, k: d, alpha: scale, a: qp, lda: hop.qld,
                                   b: kp + k0 * hop.kld, ldb: hop.kld, c: s, ldc: n)
+                        if let bias, let biasScores {
+                            // s += scale · bias, before the masks.
+                            for (r, qi) in qr.enumerated() {
+                                let qpos = lay.position(qi), row = s + r * n
+                                let bp = bias.row(biasScores, b: b, h: h, query: qpos)
+                                if lay.order == nil {
+                                    bias.classes(qpos, k0..<kEnd, ids)
+                                    for j in 0..<n { row[j] += scale * bp[Int(ids[j])] }
+                                } else {
+                                    for kj in k0..<kEnd { row[kj - k0] += scale * bp[bias.id(qpos, lay.position(kj))] }
+                                }
+                            }
+                        }
                         for e in entries[e0..<e1] where e.mask >= 0 {
                             let mask = lay.masks[Int(e.mask)]
                             let kr = lay.blockRange(Int(e.keyBlock))
+                            if lay.order == nil && mask.isInterval {
+                                for (r, qi) in qr.enumerated() { maskOutside(mask, query: qi, keys: kr, row: s + r * n - k0) }
+                                continue
+                            }
                             for (r, qi) in qr.enumerated() {
                                 let qpos = lay.position(qi), row = s + r * n
                                 for kj in kr where !mask.contains(qpos, lay.position(kj)) { row[kj - k0] = -.infinity }
@@ -124,7 +186,28 @@ public enum BlockSparseAttention {
                     }
                 }
             }
+            }
         }
+        }
+        }
+    }
+
+    /// Sets row[k] = −inf for the keys k ∈ `keys` outside every rule's key interval of query q
+    /// (masks of interval rules, `ElementMask.isInterval`): bounds per row, not a test per pair.
+    @inline(__always) static func maskOutside(_ mask: ElementMask, query q: Int, keys: Range<Int>,
+                                              row: UnsafeMutablePointer<Float>) {
+        if mask.rules.count == 1 {
+            let (lo, hi) = mask.rules[0].keyInterval(query: q)
+            for k in keys where k < lo || k > hi { row[k] = -.infinity }
+            return
+        }
+        for k in keys {
+            var inside = false
+            for rule in mask.rules {
+                let (lo, hi) = rule.keyInterval(query: q)
+                if lo <= k && k <= hi { inside = true; break }
+            }
+            if !inside { row[k] = -.infinity }
         }
     }
 
@@ -143,9 +226,10 @@ public enum BlockSparseAttention {
     /// The weights query position `p` gives every position (length L, zero off the support,
     /// a pair listed twice counts twice) under the union of `layouts` (the parts of one head's
     /// pattern), from that head's q and k rows (row-major, `ld` apart, original order).
-    /// O(support·d): this is row p of the pattern's attention matrix.
+    /// O(support·d): this is row p of the pattern's attention matrix. `bias(k)`, when given, is
+    /// added to the pair's logit before the scale (a `PairBias` row).
     public static func weights(layouts: [BlockLayout], query p: Int, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
-                               ld: Int, d: Int, scale: Float) -> [Float] {
+                               ld: Int, d: Int, scale: Float, bias: ((_ key: Int) -> Float)? = nil) -> [Float] {
         let keys = layouts.flatMap { $0.support(ofQuery: p) }
         var w = [Float](repeating: 0, count: layouts[0].length)
         guard !keys.isEmpty else { return w }
@@ -154,7 +238,7 @@ public enum BlockSparseAttention {
             var s: Float = 0
             let kp = k + kpos * ld
             for c in 0..<d { s += qp[c] * kp[c] }
-            return s
+            return s + (bias?(kpos) ?? 0)
         }
         logits.withUnsafeMutableBufferPointer { fa_softmax_rows($0.baseAddress!, 1, keys.count, keys.count, scale) }
         for (kpos, x) in zip(keys, logits) { w[kpos] += x }
@@ -162,14 +246,15 @@ public enum BlockSparseAttention {
     }
 
     /// Naive reference: softmax over the dense count matrix (pairs weighted by how many times
-    /// the layout lists them), in Double. q, k are L×d, v L×dv, one head. For tests only.
+    /// the layout lists them), in Double. q, k are L×d, v L×dv, one head; `bias(i, j)` is added
+    /// to the logit of the pair before the scale. For tests only.
     public static func forwardNaive(counts: [Int32], length: Int, d: Int, dv: Int, q: [Float], k: [Float],
-                                    v: [Float], scale: Float) -> [Float] {
+                                    v: [Float], scale: Float, bias: ((_ q: Int, _ k: Int) -> Float)? = nil) -> [Float] {
         var out = [Float](repeating: 0, count: length * dv)
         for i in 0..<length {
             var logits = [Double](repeating: -.infinity, count: length)
             for j in 0..<length where counts[i * length + j] > 0 {
-                var s = 0.0
+                var s = Double(bias?(i, j) ?? 0)
                 for c in 0..<d { s += Double(q[i * d + c]) * Double(k[j * d + c]) }
                 logits[j] = s * Double(scale)
             }
@@ -189,8 +274,8 @@ public enum BlockSparseAttention {
     /// Multi-head block-sparse attention on token tensors, heads as contiguous channel slices:
     /// q, k B×L×(H·d), v B×L×(H·dv) → B×L×(H·dv).
     public static func multiHead(q: Tensor, k: Tensor, v: Tensor, heads: Int, layouts: [BlockLayout],
-                                 scale: Float) -> Tensor {
-        multiHead(q: q, k: k, v: v, heads: heads, parts: [layouts], scale: scale)
+                                 scale: Float, bias: PairBias? = nil) -> Tensor {
+        multiHead(q: q, k: k, v: v, heads: heads, parts: [layouts], scale: scale, bias: bias)
     }
 
     /// As `multiHead(layouts:)` over a pattern given as `parts`: pair sets (each one layout per
@@ -200,7 +285,7 @@ public enum BlockSparseAttention {
     /// a pattern that is contiguous in two different orders (Sparse Transformer's merged
     /// local ∪ strided head) stays block-dense in both.
     public static func multiHead(q: Tensor, k: Tensor, v: Tensor, heads: Int, parts: [[BlockLayout]],
-                                 scale: Float) -> Tensor {
+                                 scale: Float, bias: PairBias? = nil) -> Tensor {
         precondition(q.rank == 3 && k.shape == q.shape && v.rank == 3, "attention needs B×L×C operands")
         precondition(!parts.isEmpty, "at least one layout part")
         let (b, l, c, cv) = (q.shape[0], q.shape[1], q.shape[2], v.shape[2])
@@ -220,7 +305,7 @@ public enum BlockSparseAttention {
                                         k: .init(base: kp.baseAddress!, ld: c, batchStride: l * c, headStride: d),
                                         v: .init(base: vp.baseAddress!, ld: cv, batchStride: l * cv, headStride: dv),
                                         out: op.baseAddress!, outLd: cv, outBatchStride: l * cv, outHeadStride: dv,
-                                        scale: scale, lse: parts.count > 1 ? lp.baseAddress! : nil)
+                                        scale: scale, lse: parts.count > 1 ? lp.baseAddress! : nil, bias: bias)
                             }
                         }
                     }
@@ -264,17 +349,23 @@ public enum BlockSparseAttention {
     /// Weights of query position `p` from B×L×(H·d) q and k (batch item 0), heads as channel
     /// slices, under `parts` (as in `multiHead(parts:)`); `head` nil gives the mean over heads.
     public static func mapRow(q: Tensor, k: Tensor, heads: Int, parts: [[BlockLayout]], query p: Int,
-                              head: Int?, scale: Float) -> [Float] {
+                              head: Int?, scale: Float, bias: PairBias? = nil) -> [Float] {
         let l = q.shape[1], c = q.shape[2], d = c / heads
         let hs = head.map { [$0] } ?? Array(0..<heads)
         var acc = [Float](repeating: 0, count: l)
         q.withUnsafeBufferPointer { qp in
             k.withUnsafeBufferPointer { kp in
-                for h in hs {
-                    let lays = parts.map { $0.count == 1 ? $0[0] : $0[h] }
-                    let w = weights(layouts: lays, query: p, q: qp.baseAddress! + h * d, k: kp.baseAddress! + h * d,
-                                    ld: c, d: d, scale: scale)
-                    for j in 0..<l { acc[j] += w[j] / Float(hs.count) }
+                (bias?.scores ?? Tensor(zeros: [1])).withUnsafeBufferPointer { bb in
+                    for h in hs {
+                        let lays = parts.map { $0.count == 1 ? $0[0] : $0[h] }
+                        let rowBias = bias.map { bias in
+                            let bp = bias.row(bb.baseAddress!, b: 0, h: h, query: p)
+                            return { (key: Int) -> Float in bp[bias.id(p, key)] }
+                        }
+                        let w = weights(layouts: lays, query: p, q: qp.baseAddress! + h * d, k: kp.baseAddress! + h * d,
+                                        ld: c, d: d, scale: scale, bias: rowBias)
+                        for j in 0..<l { acc[j] += w[j] / Float(hs.count) }
+                    }
                 }
             }
         }
@@ -283,7 +374,7 @@ public enum BlockSparseAttention {
 
     /// `mapRow` for a pattern of one part.
     public static func mapRow(q: Tensor, k: Tensor, heads: Int, layouts: [BlockLayout], query p: Int,
-                              head: Int?, scale: Float) -> [Float] {
-        mapRow(q: q, k: k, heads: heads, parts: [layouts], query: p, head: head, scale: scale)
+                              head: Int?, scale: Float, bias: PairBias? = nil) -> [Float] {
+        mapRow(q: q, k: k, heads: heads, parts: [layouts], query: p, head: head, scale: scale, bias: bias)
     }
 }

@@ -18,7 +18,7 @@ struct ETCLayer {
     let longRel: (emb: Tensor, bias: Tensor)?, globalRel: (emb: Tensor, bias: Tensor)?
     let norm0: LayerNorm, norm1: LayerNorm              // long, global
     let longFF: ETCFeedForward, globalFF: ETCFeedForward
-    let heads: Int, pre: Bool
+    let heads: Int, pre: Bool, shareQKV: Bool, shareKV: Bool
 
     init(_ p: Parameters, _ o: Options) {
         let a = p.scoped("fused_att"), c = o.hidden
@@ -69,7 +69,7 @@ struct ETCLayer {
             longFF = ETCFeedForward(p.scoped("long_feed_forward"), hidden: c, intermediate: o.intermediate)
             globalFF = ETCFeedForward(p.scoped("global_feed_forward"), hidden: c, intermediate: o.intermediate)
         }
-        (heads, pre) = (o.heads, o.pre)
+        (heads, pre, shareQKV, shareKV) = (o.heads, o.pre, o.shareQKV, o.shareKV)
     }
 
     /// long N×L×C, glob N×g×C → the layer's (long, glob).
@@ -82,169 +82,77 @@ struct ETCLayer {
         return (try longFF(try norm0(long + la), pre: false), try globalFF(try norm1(glob + ga), pre: false))
     }
 
-    /// The fused attention: long rows over [window, globals], global rows over [globals, long].
+    /// The fused attention over the concatenated sequence [globals; long] (T = g + L rows, as
+    /// `BlockLayout.globalBand` places them): global rows over all T keys (g2g, g2l), long rows
+    /// over the globals and their window (l2g, l2l), relative positions as a `PairBias`. With
+    /// shared q/k/v projections it is one block-sparse call; otherwise the two kinds of rows meet
+    /// different keys and run as two calls.
     func attention(_ x: Tensor, _ gl: Tensor, _ geo: ETCGeometry, trace: AttentionTrace?) throws -> (Tensor, Tensor) {
-        let n = x.shape[0], l = x.shape[1], g = gl.shape[1], c = x.shape[2], d = c / heads
-        let r = geo.radius, w = 2 * r + 1, bs = geo.blockSize, vocab = longRel?.emb.shape[0] ?? 0
+        let n = x.shape[0], l = x.shape[1], g = gl.shape[1], d = x.shape[2] / heads, t = g + l
         let scale = 1 / Float(d).squareRoot()
-
-        // Long rows.
-        let q = try longQuery(x), kl = try l2lKey(x), vl = try l2lValue(x)          // N, L, C
-        let ks = try l2gKey(gl), vs = try l2gValue(gl)                               // N, g, C
-        // Relative positions: q·E + b for every id (N, L, H, V); the window's ids gathered per
-        // offset (N, L, H, 2r+1); l2g takes the own/other-block ids, row by row in the kernel.
-        var scores: [Float] = [], localBias: [Float] = []
-        let (ownId, otherId) = (geo.blockId(own: true), geo.blockId(own: false))
-        if let rel = longRel {
-            scores = relativeScores(q, rel)
-            let ids = (0..<w).map { geo.relativeId($0 - r) }
-            localBias = [Float](repeating: 0, count: n * l * heads * w)
-            for row in 0..<(n * l * heads) {
-                for o in 0..<w { localBias[row * w + o] = scores[row * vocab + ids[o]] }
-            }
+        let tokens = Tensor.concatenated([gl, x], axis: 1)                             // N, T, C
+        /// Global rows through `global`, long rows through `long`: one GEMM when they are shared.
+        func project(_ global: Linear, _ long: Linear, shared: Bool) throws -> Tensor {  // N, T, C
+            shared ? try long(tokens) : Tensor.concatenated([try global(gl), try long(x)], axis: 1)
         }
-        var ctx = Tensor(uninitialized: [n, l, c])                                   // N, L, C
-        q.withUnsafeBufferPointer { qb in kl.withUnsafeBufferPointer { kb in vl.withUnsafeBufferPointer { vb in
-        ks.withUnsafeBufferPointer { ksb in vs.withUnsafeBufferPointer { vsb in
-        localBias.withUnsafeBufferPointer { lbb in scores.withUnsafeBufferPointer { scb in
-        ctx.withUnsafeMutableBufferPointer { cb in
-            let lbp = localBias.isEmpty ? nil : lbb.baseAddress, scp = scores.isEmpty ? nil : scb.baseAddress
-            // l2g relative ids: "own block" for the row's global token, "other block" for the rest.
-            func sideScores(_ b: Int, _ i: Int, _ h: Int, _ row: UnsafeMutablePointer<Float>) {
-                guard let scp else { return }
-                let sp = scp + ((b * l + i) * heads + h) * vocab, own = i / bs
-                for k in 0..<g { row[k] += sp[k == own ? ownId : otherId] }
-            }
-            func operand(_ p: UnsafeBufferPointer<Float>, rows: Int) -> AttentionOperand {
-                AttentionOperand(base: p.baseAddress!, ld: c, batchStride: rows * c, headStride: d)
-            }
-            let sideRange: ((Int) -> Range<Int>)? = geo.hardL2G ? { i in (i / bs)..<(i / bs + 1) } : nil
-            BandAttention.forward(batch: n, heads: heads, l: l, g: g, r: r, d: d, dv: d,
-                                  q: operand(qb, rows: l), k: operand(kb, rows: l), v: operand(vb, rows: l),
-                                  sk: operand(ksb, rows: g), sv: operand(vsb, rows: g),
-                                  out: cb.baseAddress!, outLd: c, outBatchStride: l * c, outHeadStride: d, scale: scale,
-                                  bias: BandAttention.Bias(local: lbp, side: scp == nil ? nil : sideScores,
-                                                           sideRange: sideRange))
-            if let trace {
-                let i = trace.row, wt = 1 / Float(trace.heads.count)
-                var row = [Float](repeating: 0, count: g + l)
-                var sideRow = [Float](repeating: 0, count: g)
-                for h in trace.heads {
-                    let at = i * heads + h                                           // batch item 0
-                    sideRow.withUnsafeMutableBufferPointer { sr in
-                        sr.update(repeating: 0)
-                        sideScores(0, i, h, sr.baseAddress!)
-                    }
-                    let (s, t) = BandAttention.rowWeights(
-                        i: i, l: l, g: g, r: r, d: d, q: qb.baseAddress! + i * c + h * d, k: kb.baseAddress! + h * d, ldk: c,
-                        sk: ksb.baseAddress! + h * d, ldsk: c, scale: scale,
-                        localBias: lbp.map { $0 + at * w }, sideBias: sideRow,
-                        sideVisible: geo.hardL2G ? (i / bs)..<(i / bs + 1) : nil)
-                    for k in 0..<g { row[k] += wt * s[k] }
-                    for j in 0..<l { row[g + j] += wt * t[j] }
-                }
-                trace.queryRows.append(row)
-            }
-        }}}}}}}}
-        let longAtt = try longOut(ctx)
-
-        // Global rows.
-        let qg = try globalQuery(gl), kgg = try g2gKey(gl), vgg = try g2gValue(gl)   // N, g, C
-        let kgl = try g2lKey(x), vgl = try g2lValue(x)                               // N, L, C
-        let relG = globalRel.map { relativeScores(qg, $0) } ?? []                    // N, g, H, V
-        var ctxg: Tensor                                                             // N, g, C
-        if relG.isEmpty && !geo.hardG2L {
-            // Plain rows over all g + L keys: the dense kernel.
-            ctxg = DenseAttention.multiHead(q: qg, k: Tensor.concatenated([kgg, kgl], axis: 1),
-                                            v: Tensor.concatenated([vgg, vgl], axis: 1), heads: heads, scale: scale)
+        let q = try project(globalQuery, longQuery, shared: shareQKV)
+        // Long rows' keys and values: l2g for the globals, l2l for the long tokens.
+        let kl = try project(l2gKey, l2lKey, shared: shareQKV || shareKV)
+        let vl = try project(l2gValue, l2lValue, shared: shareQKV || shareKV)
+        var bias: PairBias?
+        if let longRel, let globalRel {
+            var scores = Tensor(zeros: [n, t, heads, longRel.emb.shape[0]])           // N, T, H, V
+            relativeScores(q, globalRel, rows: 0..<g, into: &scores)
+            relativeScores(q, longRel, rows: g..<t, into: &scores)
+            bias = PairBias(scores: scores) { [geo] q, keys, ids in geo.relativeIds(query: q, keys: keys, into: ids) }
+        }
+        let ctx: Tensor, kg: Tensor                                                     // N, T, C
+        let (globalRows, longRows) = shareQKV ? (geo.layout(.all), geo.layout(.all)) : (geo.layout(.globals), geo.layout(.tokens))
+        if shareQKV {
+            kg = kl
+            ctx = BlockSparseAttention.multiHead(q: q, k: kl, v: vl, heads: heads, layouts: [globalRows], scale: scale,
+                                                 bias: bias)
         } else {
-            ctxg = Tensor(uninitialized: [n, g, c])
+            // Global rows' keys and values: g2g for the globals, g2l for the long tokens.
+            kg = try project(g2gKey, g2lKey, shared: shareKV)
+            let vg = try project(g2gValue, g2lValue, shared: shareKV)
+            let cg = BlockSparseAttention.multiHead(q: q, k: kg, v: vg, heads: heads, layouts: [globalRows], scale: scale,
+                                                    bias: bias)
+            let cl = BlockSparseAttention.multiHead(q: q, k: kl, v: vl, heads: heads, layouts: [longRows], scale: scale,
+                                                    bias: bias)
+            ctx = Tensor.concatenated([cg.sliced(axis: 1, range: 0..<g), cl.sliced(axis: 1, range: g..<t)], axis: 1)
         }
-        let cols = g + l, hd = heads
-        qg.withUnsafeBufferPointer { qb in kgg.withUnsafeBufferPointer { kgb in kgl.withUnsafeBufferPointer { klb in
-        vgg.withUnsafeBufferPointer { vgb in vgl.withUnsafeBufferPointer { vlb in relG.withUnsafeBufferPointer { rb in
-        ctxg.withUnsafeMutableBufferPointer { cb in
-            let rel = relG.isEmpty ? nil : rb.baseAddress
-            func probs(_ b: Int, _ h: Int, _ rows: Range<Int>, _ s: UnsafeMutablePointer<Float>) {
-                ETCLayer.globalProbs(b: b, h: h, rows: rows, g: g, l: l, c: c, d: d, heads: hd, vocab: vocab,
-                                     qg: qb.baseAddress!, kgg: kgb.baseAddress!, kgl: klb.baseAddress!, rel: rel, geo: geo,
-                                     scale: scale, s: s)
+        if let trace {
+            func row(_ i: Int, _ k: Tensor, _ layout: BlockLayout) -> [Float] {
+                BlockSparseAttention.mapRow(q: q, k: k, heads: heads, layouts: [layout], query: i, head: trace.head,
+                                            scale: scale, bias: bias)
             }
-            if !(relG.isEmpty && !geo.hardG2L) {
-                // Rows with relative positions or the hard g2l mask: logits + bias, softmax, two
-                // GEMMs, in tiles of global rows so the scratch is O(tile·(g+L)).
-                let tile = min(g, BandAttention.queryBlock), tiles = (g + tile - 1) / tile
-                Threads.parallelFor(n * hd * tiles) { range in
-                    var scratch = Tensor(uninitialized: [tile * cols])
-                    scratch.withUnsafeMutableBufferPointer { sb in
-                        let s = sb.baseAddress!
-                        for item in range {
-                            let t = item % tiles, b = item / tiles / hd, h = (item / tiles) % hd
-                            let k0 = t * tile, rows = min(tile, g - k0)
-                            probs(b, h, k0..<(k0 + rows), s)
-                            let out = cb.baseAddress! + (b * g + k0) * c + h * d
-                            BLAS.gemm(m: rows, n: d, k: g, a: s, lda: cols, b: vgb.baseAddress! + b * g * c + h * d, ldb: c,
-                                      c: out, ldc: c)
-                            BLAS.gemm(m: rows, n: d, k: l, a: s + g, lda: cols, b: vlb.baseAddress! + b * l * c + h * d,
-                                      ldb: c, beta: 1, c: out, ldc: c)
-                        }
-                    }
-                }
-            }
-            if let trace {
-                var side = [Float](repeating: 0, count: g * cols), s = [Float](repeating: 0, count: g * cols)
-                let wt = 1 / Float(trace.heads.count)
-                for h in trace.heads {
-                    s.withUnsafeMutableBufferPointer { probs(0, h, 0..<g, $0.baseAddress!) }
-                    for e in 0..<(g * cols) { side[e] += wt * s[e] }
-                }
-                trace.sideRowsPerLayer.append(side)
-            }
-        }}}}}}}
-        return (longAtt, try globalOut(ctxg))
+            trace.sideRowsPerLayer.append((0..<g).flatMap { row($0, kg, globalRows) })
+            trace.queryRows.append(row(trace.row, kl, longRows))
+        }
+        return (try longOut(ctx.sliced(axis: 1, range: g..<t)), try globalOut(ctx.sliced(axis: 1, range: 0..<g)))
     }
 
-    /// Probabilities of global rows `rows` for batch b, head h: s (rows × (g+L)) = softmax over
-    /// [globals, long] of scale·(q·k + relative), with the hard g2l mask.
-    static func globalProbs(b: Int, h: Int, rows: Range<Int>, g: Int, l: Int, c: Int, d: Int, heads: Int, vocab: Int,
-                            qg: UnsafePointer<Float>, kgg: UnsafePointer<Float>, kgl: UnsafePointer<Float>,
-                            rel: UnsafePointer<Float>?, geo: ETCGeometry, scale: Float, s: UnsafeMutablePointer<Float>) {
-        let cols = g + l, bs = geo.blockSize, qp = qg + (b * g + rows.lowerBound) * c + h * d, m = rows.count
-        BLAS.gemm(transB: true, m: m, n: g, k: d, a: qp, lda: c, b: kgg + b * g * c + h * d, ldb: c, c: s, ldc: cols)
-        BLAS.gemm(transB: true, m: m, n: l, k: d, a: qp, lda: c, b: kgl + b * l * c + h * d, ldb: c, c: s + g, ldc: cols)
-        for k in rows {
-            let row = s + (k - rows.lowerBound) * cols
-            if let rel {
-                let rp = rel + ((b * g + k) * heads + h) * vocab
-                for k2 in 0..<g { row[k2] += rp[geo.relativeId(k2 - k)] }
-                let own = rp[geo.blockId(own: true)], other = rp[geo.blockId(own: false)]
-                for j in 0..<l { row[g + j] += j / bs == k ? own : other }
-            }
-            if geo.hardG2L {
-                for j in 0..<l where j / bs != k { row[g + j] = -.infinity }
-            }
-        }
-        fa_softmax_rows(s, m, cols, cols, scale)
-    }
-
-    /// q·E[v] + b[v] for every row, head and relative id: q N×T×(H·d), emb V×H×d, bias V×H →
-    /// N·T·H·V scores (row-major N, T, H, V), one GEMM per head.
-    func relativeScores(_ q: Tensor, _ rel: (emb: Tensor, bias: Tensor)) -> [Float] {
-        let rows = q.shape[0] * q.shape[1], c = q.shape[2], d = c / heads, v = rel.emb.shape[0]
-        var out = [Float](repeating: 0, count: rows * heads * v)
+    /// Rows `rows` of q·E[v] + b[v] for every head and relative id: q N×T×(H·d), emb V×H×d,
+    /// bias V×H → those rows of `scores` (N×T×H×V), one GEMM per batch item and head.
+    func relativeScores(_ q: Tensor, _ rel: (emb: Tensor, bias: Tensor), rows: Range<Int>, into scores: inout Tensor) {
+        let (n, t, c) = (q.shape[0], q.shape[1], q.shape[2]), d = c / heads, v = rel.emb.shape[0]
+        guard !rows.isEmpty else { return }
         q.withUnsafeBufferPointer { qb in rel.emb.withUnsafeBufferPointer { eb in rel.bias.withUnsafeBufferPointer { bb in
-        out.withUnsafeMutableBufferPointer { ob in
-            for h in 0..<heads {
-                // (rows × d) · (V × d)ᵀ → rows × V, into the head's slice of each row
-                BLAS.gemm(transB: true, m: rows, n: v, k: d, a: qb.baseAddress! + h * d, lda: c,
-                          b: eb.baseAddress! + h * d, ldb: heads * d, c: ob.baseAddress! + h * v, ldc: heads * v)
-                for r in 0..<rows {
-                    let o = ob.baseAddress! + (r * heads + h) * v
-                    for id in 0..<v { o[id] += bb[id * heads + h] }
+        scores.withUnsafeMutableBufferPointer { ob in
+            for b in 0..<n {
+                let first = b * t + rows.lowerBound
+                for h in 0..<heads {
+                    // (rows × d) · (V × d)ᵀ → rows × V, into the head's slice of each row
+                    let o = ob.baseAddress! + first * heads * v + h * v
+                    BLAS.gemm(transB: true, m: rows.count, n: v, k: d, a: qb.baseAddress! + first * c + h * d, lda: c,
+                              b: eb.baseAddress! + h * d, ldb: heads * d, c: o, ldc: heads * v)
+                    for r in 0..<rows.count {
+                        for id in 0..<v { o[r * heads * v + id] += bb[id * heads + h] }
+                    }
                 }
             }
         }}}}
-        return out
     }
 }
 

@@ -20,8 +20,9 @@ import TensorCore
 /// `make_fixed_block_side_inputs`), eval mode.
 ///
 /// - Input N×L×hidden_size, output N×L×hidden_size: the long tokens of the last layer.
-/// - Cost per layer: O((L·g + g² + L·(2r+1))·D) — l2l through a blocked band kernel, the g global
-///   rows over g + L keys in tiles; nothing L×L. Linear in L for the default fixed g
+/// - Cost per layer: O((L·g + g² + L·(2r+1))·D) — the four pieces are one pattern over the
+///   concatenated [globals; long] sequence (`BlockLayout.globalBand`) through
+///   `BlockSparseAttention`, relative positions as its `PairBias`; nothing L×L. Linear in L for the default fixed g
 ///   (`global_seq_len`); a fixed `num_tokens_per_block` B makes g = ⌈L/B⌉ grow with L, and the
 ///   L·g and g² terms then are L²/B and L²/B².
 /// - Map (per-query), three panels for the last layer, mean over heads or one head: (1) l2l, the
@@ -146,21 +147,22 @@ public final class ETC: AttentionModule {
         return (x.shape[0], x.shape[1])
     }
 
-    /// The block layout for L long tokens.
+    /// The fixed blocks and attention patterns for L long tokens.
     func geometry(_ l: Int) -> ETCGeometry {
-        ETCGeometry(radius: radius, blockSize: tokensPerBlock ?? (l + globalSeqLen - 1) / globalSeqLen,
-                    maxDistance: maxDistance, hardG2L: hardG2L, hardL2G: hardL2G)
+        ETCGeometry(tokens: l, radius: radius, blockSize: tokensPerBlock ?? (l + globalSeqLen - 1) / globalSeqLen,
+                    maxDistance: maxDistance, hardG2L: hardG2L, hardL2G: hardL2G,
+                    rows: config.bool("share_qkv_projections") ? [.all] : [.globals, .tokens])
     }
 
     /// The global tokens' input: the embedding for each of the ⌈L/B⌉ blocks, N×g×C.
-    func globalInput(n: Int, _ geo: ETCGeometry, l: Int) -> Tensor {
-        globalEmbedding.reshaped([1, 1, hidden]).repeated([n, geo.globals(l), 1])
+    func globalInput(n: Int, _ geo: ETCGeometry) -> Tensor {
+        globalEmbedding.reshaped([1, 1, hidden]).repeated([n, geo.globals, 1])
     }
 
     public func callAsFunction(_ x: Tensor) throws -> Tensor {
         let (n, l) = try checkTokens(x)
         let geo = geometry(l)
-        var (long, glob) = (x, globalInput(n: n, geo, l: l))
+        var (long, glob) = (x, globalInput(n: n, geo))
         for layer in layers { (long, glob) = try layer(long, glob, geo, trace: nil) }
         return long
     }
@@ -173,9 +175,9 @@ public final class ETC: AttentionModule {
         if let h = query.head, !(0..<heads).contains(h) {
             throw ModuleError.badQuery(module: Self.info.id, message: "head \(h) is outside 0..<\(heads)")
         }
-        let geo = geometry(l), g = geo.globals(l), i = query.column, bs = geo.blockSize
-        let trace = AttentionTrace(row: i, heads: query.head.map { [$0] } ?? Array(0..<heads), sideRows: g)
-        var (long, glob) = (x.batchItem(0), globalInput(n: 1, geo, l: l))
+        let geo = geometry(l), g = geo.globals, i = query.column, bs = geo.blockSize
+        let trace = AttentionTrace(row: g + i, head: query.head)
+        var (long, glob) = (x.batchItem(0), globalInput(n: 1, geo))
         for layer in layers { (long, glob) = try layer(long, glob, geo, trace: trace) }
         var reach = [Float](repeating: 0, count: g * l)
         for p in trace.sideRowsPerLayer.dropLast() { reach = carry(p, previous: reach, side: g, keys: g + l) }
@@ -197,14 +199,52 @@ public final class ETC: AttentionModule {
     }
 }
 
-/// The fixed-block layout and masks of `make_fixed_block_side_inputs`.
+/// The fixed-block layout and masks of `make_fixed_block_side_inputs`, over the concatenated
+/// sequence [g globals; L long tokens] the layers attend over.
 struct ETCGeometry {
-    let radius: Int, blockSize: Int, maxDistance: Int
+    let tokens: Int, radius: Int, blockSize: Int, maxDistance: Int
     let hardG2L: Bool, hardL2G: Bool
+    /// The attention patterns, by the rows they hold (`.all`, or `.globals` and `.tokens` when
+    /// the two kinds of rows meet different keys).
+    let layouts: [BlockLayout.GlobalBandRows: BlockLayout]
 
-    func globals(_ l: Int) -> Int { (l + blockSize - 1) / blockSize }
+    init(tokens l: Int, radius: Int, blockSize: Int, maxDistance: Int, hardG2L: Bool, hardL2G: Bool,
+         rows: [BlockLayout.GlobalBandRows]) {
+        (tokens, self.radius, self.blockSize, self.maxDistance) = (l, radius, blockSize, maxDistance)
+        (self.hardG2L, self.hardL2G) = (hardG2L, hardL2G)
+        let g = (l + blockSize - 1) / blockSize
+        layouts = Dictionary(uniqueKeysWithValues: rows.map { kind in
+            (kind, BlockLayout.globalBand(globals: g, tokens: l, radius: radius, rows: kind, globalBlock: blockSize,
+                                          hardTokenToGlobal: hardL2G, hardGlobalToToken: hardG2L))
+        })
+    }
+
+    var globals: Int { (tokens + blockSize - 1) / blockSize }
+
+    func layout(_ rows: BlockLayout.GlobalBandRows) -> BlockLayout {
+        guard let layout = layouts[rows] else { preconditionFailure("no \(rows) layout built") }
+        return layout
+    }
+
     /// etcmodel's RelativePositionGenerator id for a key − query offset.
     func relativeId(_ offset: Int) -> Int { offset >= 0 ? min(offset, maxDistance) : maxDistance + min(-offset, maxDistance) }
     /// l2g / g2l id: "other block" 2M+1, "own block" 2M+2.
     func blockId(own: Bool) -> Int { 2 * maxDistance + 1 + (own ? 1 : 0) }
+
+    /// The relative ids of the pairs (q, k), k ∈ keys, of positions in [globals; long] into
+    /// ids[k − keys.lowerBound]: the clipped offset within a kind (l2l, g2g), own or other block
+    /// across kinds (l2g, g2l).
+    func relativeIds(query q: Int, keys: Range<Int>, into ids: UnsafeMutablePointer<Int32>) {
+        let g = globals, out = ids - keys.lowerBound
+        let (own, other) = (Int32(blockId(own: true)), Int32(blockId(own: false)))
+        let globalKeys = keys.clamped(to: 0..<g), longKeys = keys.clamped(to: g..<Int.max)
+        if q < g {
+            for k in globalKeys { out[k] = Int32(relativeId(k - q)) }
+            for k in longKeys { out[k] = (k - g) / blockSize == q ? own : other }
+        } else {
+            let owner = (q - g) / blockSize
+            for k in globalKeys { out[k] = k == owner ? own : other }
+            for k in longKeys { out[k] = Int32(relativeId(k - q)) }
+        }
+    }
 }

@@ -21,7 +21,8 @@ import TensorCore
 ///   rows are internal).
 /// - Cost per layer: O(M·(M+L)·D) for the memory rows + O(L·(M + 2r+1)·D) for the token rows
 ///   (windowed: linear in L); O(L²·D) once local_radius ≥ L − 1. Nothing (M+L)² is built either
-///   way: windowed rows go through a blocked band kernel, full rows through `DenseAttention`.
+///   way: windowed token rows are a `BlockLayout.globalBand` over the M+L rows through
+///   `BlockSparseAttention`, memory rows and full rows go through `DenseAttention`.
 /// - Map (per-query), two panels for the last layer, mean over heads or one head: (1) the query
 ///   token's direct weights over the tokens (its window, or the full row); (2) those plus its
 ///   memory weights carried to the tokens by the memory's reach: reach⁰ = 0 (the memory starts
@@ -96,6 +97,12 @@ public final class GMAT: AttentionModule {
         }
     }
 
+    /// The token rows' pattern over the M + L rows (memory + window), or nil once the window
+    /// covers every token.
+    func tokenRows(_ l: Int) -> BlockLayout? {
+        radius >= l - 1 ? nil : BlockLayout.globalBand(globals: numMemory, tokens: l, radius: radius, rows: .tokens)
+    }
+
     func checkTokens(_ x: Tensor) throws -> (n: Int, l: Int) {
         guard x.rank == 3, x.shape[2] == hidden, x.shape[0] > 0, x.shape[1] > 0 else {
             throw ModuleError.badInput(module: Self.info.id, expected: expectedInput, found: x.shape)
@@ -106,8 +113,8 @@ public final class GMAT: AttentionModule {
     public func callAsFunction(_ x: Tensor) throws -> Tensor {
         let (n, l) = try checkTokens(x)
         var h = Tensor.concatenated([memory.reshaped([1, numMemory, hidden]).repeated([n, 1, 1]), x], axis: 1)  // N, M+L, C
-        let r = radius >= l - 1 ? nil : radius
-        for layer in layers { h = try layer(h, memory: numMemory, radius: r, heads: heads, trace: nil) }
+        let rows = tokenRows(l)
+        for layer in layers { h = try layer(h, memory: numMemory, tokenRows: rows, heads: heads, trace: nil) }
         return h.sliced(axis: 1, range: numMemory..<(numMemory + l))                                          // N, L, C
     }
 
@@ -120,10 +127,10 @@ public final class GMAT: AttentionModule {
             throw ModuleError.badQuery(module: Self.info.id, message: "head \(h) is outside 0..<\(heads)")
         }
         let m = numMemory, t = m + l
-        let trace = AttentionTrace(row: m + query.column, heads: query.head.map { [$0] } ?? Array(0..<heads), sideRows: m)
+        let trace = AttentionTrace(row: m + query.column, head: query.head)
         var h = Tensor.concatenated([memory.reshaped([1, m, hidden]), x.batchItem(0)], axis: 1)                // 1, M+L, C
-        let r = radius >= l - 1 ? nil : radius
-        for layer in layers { h = try layer(h, memory: m, radius: r, heads: heads, trace: trace) }
+        let rows = tokenRows(l)
+        for layer in layers { h = try layer(h, memory: m, tokenRows: rows, heads: heads, trace: trace) }
         // reach⁰ = 0; reachᵗ = P_mem→tok + P_mem→mem · reachᵗ⁻¹ (M×L), over the layers before the last.
         var reach = [Float](repeating: 0, count: m * l)
         for p in trace.sideRowsPerLayer.dropLast() { reach = carry(p, previous: reach, side: m, keys: t) }
@@ -135,7 +142,7 @@ public final class GMAT: AttentionModule {
         }
         let memShare = row[..<m].reduce(0, +)
         let who = query.head.map { "head \($0) " } ?? ""
-        let pattern = r.map { "window r=\($0)" } ?? "full row"
+        let pattern = rows == nil ? "full row" : "window r=\(radius)"
         return AttentionMap(kind: .perQuery, values: Tensor(shape: [2, 1, l], scalars: direct + composed),
                             labels: [who + "tokens, direct (\(pattern))",
                                      who + String(format: "direct + via memory (memory %.2f)", memShare)])
@@ -157,17 +164,16 @@ func carry(_ p: [Float], previous: [Float], side: Int, keys: Int) -> [Float] {
 }
 
 /// What a map needs from one forward pass of batch item 0: per layer, the side rows' (memory or
-/// global tokens') weights over all keys and the query row's weights, averaged over `heads`.
+/// global tokens') weights over all keys and the query row's weights, for `head` (nil: the mean
+/// over heads). Rows are positions of the concatenated [side; tokens] sequence.
 final class AttentionTrace {
     let row: Int
-    let heads: [Int]
-    let sideRows: Int
+    let head: Int?
     var sideRowsPerLayer: [[Float]] = []
     var queryRows: [[Float]] = []
-    init(row: Int, heads: [Int], sideRows: Int) {
+    init(row: Int, head: Int?) {
         self.row = row
-        self.heads = heads
-        self.sideRows = sideRows
+        self.head = head
     }
 }
 
@@ -202,54 +208,37 @@ struct BertLayerWeights {
         }
     }
 
-    /// h: N×(M+L)×C, the first `memory` rows memory → N×(M+L)×C.
-    func callAsFunction(_ h: Tensor, memory m: Int, radius: Int?, heads: Int, trace: AttentionTrace?) throws -> Tensor {
-        let n = h.shape[0], t = h.shape[1], c = h.shape[2], l = t - m, d = c / heads
+    /// h: N×(M+L)×C, the first `memory` rows memory → N×(M+L)×C. `tokenRows` is the token rows'
+    /// pattern, memory + window (`BlockLayout.globalBand`, rows `.tokens`); nil: all keys.
+    func callAsFunction(_ h: Tensor, memory m: Int, tokenRows: BlockLayout?, heads: Int, trace: AttentionTrace?) throws -> Tensor {
+        let (n, t, c) = (h.shape[0], h.shape[1], h.shape[2]), d = c / heads
         let q = try query(h), k = try key(h), v = try value(h)                 // N, M+L, C
         let scale = 1 / Float(d).squareRoot()
-        var ctx = Tensor(uninitialized: [n, t, c])                             // N, M+L, C
-        q.withUnsafeBufferPointer { qb in k.withUnsafeBufferPointer { kb in v.withUnsafeBufferPointer { vb in
-        ctx.withUnsafeMutableBufferPointer { cb in
-            let (qp, kp, vp, cp) = (qb.baseAddress!, kb.baseAddress!, vb.baseAddress!, cb.baseAddress!)
-            func operand(_ base: UnsafePointer<Float>, row: Int) -> AttentionOperand {
-                AttentionOperand(base: base + row * c, ld: c, batchStride: t * c, headStride: d)
-            }
-            // Memory rows (all of them, with a full pattern): dense over all M+L keys.
-            let denseRows = radius == nil ? t : m
-            DenseAttention.forward(batch: n, heads: heads, lq: denseRows, lk: t, d: d, dv: d,
-                                   q: operand(qp, row: 0), k: operand(kp, row: 0), v: operand(vp, row: 0),
-                                   out: cp, outLd: c, outBatchStride: t * c, outHeadStride: d, scale: scale)
-            if let r = radius {
-                // Token rows: the M memory slots + their window, one softmax per row.
-                BandAttention.forward(batch: n, heads: heads, l: l, g: m, r: r, d: d, dv: d,
-                                      q: operand(qp, row: m), k: operand(kp, row: m), v: operand(vp, row: m),
-                                      sk: operand(kp, row: 0), sv: operand(vp, row: 0),
-                                      out: cp + m * c, outLd: c, outBatchStride: t * c, outHeadStride: d, scale: scale)
-            }
-            if let trace {
-                let w = 1 / Float(trace.heads.count)
-                var side = [Float](repeating: 0, count: m * t), row = [Float](repeating: 0, count: t)
-                for hd in trace.heads {
-                    for a in 0..<m {
-                        let wa = DenseAttention.weights(query: qp + a * c + hd * d, keys: kp + hd * d, ldk: c, lk: t, d: d, scale: scale)
-                        for j in 0..<t { side[a * t + j] += w * wa[j] }
-                    }
-                    let i = trace.row
-                    if let r = radius {
-                        let (s, local) = BandAttention.rowWeights(i: i - m, l: l, g: m, r: r, d: d,
-                                                                  q: qp + i * c + hd * d, k: kp + m * c + hd * d, ldk: c,
-                                                                  sk: kp + hd * d, ldsk: c, scale: scale)
-                        for j in 0..<m { row[j] += w * s[j] }
-                        for j in 0..<l { row[m + j] += w * local[j] }
-                    } else {
-                        let wi = DenseAttention.weights(query: qp + i * c + hd * d, keys: kp + hd * d, ldk: c, lk: t, d: d, scale: scale)
-                        for j in 0..<t { row[j] += w * wi[j] }
-                    }
+        var ctx: Tensor                                                        // N, M+L, C
+        if let tokenRows {
+            // Token rows over the memory + their window (memory rows left zero), then the
+            // memory rows over all M+L keys.
+            ctx = BlockSparseAttention.multiHead(q: q, k: k, v: v, heads: heads, layouts: [tokenRows], scale: scale)
+            let mem = DenseAttention.multiHead(q: q.sliced(axis: 1, range: 0..<m), k: k, v: v, heads: heads,
+                                               scale: scale)                   // N, M, C
+            ctx.withUnsafeMutableBufferPointer { cp in
+                mem.withUnsafeBufferPointer { mp in
+                    for b in 0..<n { (cp.baseAddress! + b * t * c).update(from: mp.baseAddress! + b * m * c, count: m * c) }
                 }
-                trace.sideRowsPerLayer.append(side)
-                trace.queryRows.append(row)
             }
-        }}}}
+        } else {
+            ctx = DenseAttention.multiHead(q: q, k: k, v: v, heads: heads, scale: scale)
+        }
+        if let trace {
+            let l = t - m
+            let memoryRows = BlockLayout.globalBand(globals: m, tokens: l, radius: 0, rows: .globals)
+            let queryRows = tokenRows ?? BlockLayout.globalBand(globals: m, tokens: l, radius: l, rows: .tokens)
+            func row(_ i: Int, _ layout: BlockLayout) -> [Float] {
+                BlockSparseAttention.mapRow(q: q, k: k, heads: heads, layouts: [layout], query: i, head: trace.head, scale: scale)
+            }
+            trace.sideRowsPerLayer.append((0..<m).flatMap { row($0, memoryRows) })
+            trace.queryRows.append(row(trace.row, queryRows))
+        }
         let a = try attnNorm(try attnDense(ctx) + h)                              // N, M+L, C
         return try outNorm(try output(activation(try intermediate(a))) + a)        // N, M+L, C
     }

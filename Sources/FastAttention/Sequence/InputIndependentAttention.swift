@@ -78,7 +78,7 @@ public final class InputIndependentAttention: AttentionModule {
             throw ConfigError.inconsistent(module: id,
                 message: "seq_len=\(s) but the input has L=\(l) tokens (the weights are seq_len×seq_len: they must be equal)")
         }
-        config.fill("seq_len", l)
+        config.setDerived("seq_len", .int(l))
         dim = config.int("dim")
         heads = config.int("heads")
         if let d = config.optionalInt("dim_head") {
@@ -88,7 +88,7 @@ public final class InputIndependentAttention: AttentionModule {
                 throw ConfigError.inconsistent(module: id, message: "dim=\(dim) must be divisible by heads=\(heads) unless dim_head is set")
             }
             dimHead = dim / heads
-            config.fill("dim_head", dimHead)
+            config.setDerived("dim_head", .int(dimHead))
         }
         seqLen = l
         causal = config.bool("causal")
@@ -175,9 +175,4 @@ public final class InputIndependentAttention: AttentionModule {
         let label = query.head.map { "head \($0): learned row" } ?? (heads == 1 ? "learned row" : "learned row (mean of \(heads) heads)")
         return AttentionMap(kind: .perQuery, values: Tensor(shape: [1, 1, l], scalars: row), labels: [label])
     }
-}
-
-extension Config {
-    /// Records a value the module derived for an optional key, so `config` lists every key resolved.
-    fileprivate mutating func fill(_ name: String, _ value: Int) { try? resolveChannels(name, from: value) }
 }

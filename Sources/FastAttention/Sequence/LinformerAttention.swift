@@ -82,7 +82,7 @@ public final class LinformerAttention: AttentionModule {
             throw ConfigError.inconsistent(module: id,
                 message: "seq_len=\(s) but the input has L=\(inputShape[1]) tokens (Linformer's E and F are seq_len×k: L must equal seq_len)")
         }
-        config.fill("seq_len", inputShape[1])
+        config.setDerived("seq_len", .int(inputShape[1]))
         dim = config.int("dim")
         seqLen = config.int("seq_len")
         k = config.int("k")
@@ -91,7 +91,7 @@ public final class LinformerAttention: AttentionModule {
             throw ConfigError.inconsistent(module: id, message: "dim=\(dim) must be divisible by heads=\(heads)")
         }
         dimHead = config.optionalInt("dim_head") ?? dim / heads
-        config.fill("dim_head", dimHead)
+        config.setDerived("dim_head", .int(dimHead))
         oneKVHead = config.bool("one_kv_head")
         shareKV = config.bool("share_kv")
         kvDim = oneKVHead ? dimHead : dimHead * heads
@@ -197,11 +197,4 @@ public final class LinformerAttention: AttentionModule {
             ?? (heads == 1 ? "slot weights through E" : "slot weights through E (mean of \(heads) heads)")
         return AttentionMap(kind: .perQuery, values: Tensor(shape: [1, 1, seqLen], scalars: w), labels: [label])
     }
-}
-
-extension Config {
-    /// Records a value the module derived for an optional key (seq_len from the input, dim_head
-    /// from dim // heads), so `config` lists every key resolved. Callers have checked that a value
-    /// the user set agrees.
-    fileprivate mutating func fill(_ name: String, _ value: Int) { try? resolveChannels(name, from: value) }
 }

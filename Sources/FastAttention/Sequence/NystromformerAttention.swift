@@ -95,7 +95,7 @@ public final class NystromformerAttention: AttentionModule {
             throw ConfigError.inconsistent(module: id,
                 message: "segment_means_seq_len=\(s) but the input has L=\(l) tokens (they must be equal)")
         }
-        config.fill("segment_means_seq_len", l)
+        config.setDerived("segment_means_seq_len", .int(l))
         seqLen = l
         if let h = config.optionalInt("num_attention_heads") {
             guard hidden % h == 0 else {
@@ -105,7 +105,7 @@ public final class NystromformerAttention: AttentionModule {
             heads = h
         } else {
             heads = largestDivisor(of: hidden, atMost: 12)
-            config.fill("num_attention_heads", heads)
+            config.setDerived("num_attention_heads", .int(heads))
         }
         dimHead = hidden / heads
         if let m = config.optionalInt("num_landmarks") {
@@ -116,7 +116,7 @@ public final class NystromformerAttention: AttentionModule {
             landmarks = m
         } else {
             landmarks = largestDivisor(of: l, atMost: 64)
-            config.fill("num_landmarks", landmarks)
+            config.setDerived("num_landmarks", .int(landmarks))
         }
         kernel = config.int("conv_kernel_size")
         guard kernel == 0 || kernel % 2 == 1 else {
@@ -356,9 +356,4 @@ private func subtractFromScaledIdentity(_ s: Float, _ a: UnsafePointer<Float>, i
 private func largestDivisor(of n: Int, atMost limit: Int) -> Int {
     for d in stride(from: min(n, limit), through: 1, by: -1) where n % d == 0 { return d }
     return 1
-}
-
-extension Config {
-    /// Records a value the module derived for an optional key, so `config` lists every key resolved.
-    fileprivate mutating func fill(_ name: String, _ value: Int) { try? resolveChannels(name, from: value) }
 }

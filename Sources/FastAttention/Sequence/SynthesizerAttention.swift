@@ -101,7 +101,7 @@ public final class SynthesizerAttention: AttentionModule {
             throw ConfigError.inconsistent(module: id,
                 message: "sentence_length=\(s) but the input has L=\(l) tokens (they must be equal)")
         }
-        config.fill("sentence_length", l)
+        config.setDerived("sentence_length", .int(l))
         (inDims, length, causal) = (c, l, config.bool("causal"))
         variant = try Self.variant(config: config, parameters: p, l: l, c: c)
         self.config = config
@@ -322,9 +322,4 @@ public final class SynthesizerAttention: AttentionModule {
         let label = variant == .random && !config.bool("random_softmax") ? "random: row of R (no softmax)" : "\(variant.rawValue): synthesised weights"
         return AttentionMap(kind: .perQuery, values: Tensor(shape: [1, 1, l], scalars: row), labels: [label])
     }
-}
-
-extension Config {
-    /// Records a value the module derived for an optional key, so `config` lists every key resolved.
-    fileprivate mutating func fill(_ name: String, _ value: Int) { try? resolveChannels(name, from: value) }
 }

@@ -21,8 +21,8 @@ import TensorCore
 /// Quirks of the reference:
 /// - One MLP `Linear(C, C//r) → ReLU → Linear(C//r, C)`, with biases, shared by every pool type;
 ///   the raw MLP outputs are summed before the sigmoid.
-/// - `pool_types` is written in the order avg, max, lp, lse here (`max,avg` is refused: the
-///   sum of MLP outputs does not depend on it).
+/// - `pool_types` is a list of distinct pool types in any order, as the reference's list: the
+///   MLP outputs are summed in its order (`max,avg` equals `avg,max` up to float rounding).
 /// - `pool_types` may also hold `lp` (`F.lp_pool2d` with p = 2 over the whole map: √Σx²) and
 ///   `lse` (log-sum-exp over H·W).
 /// - The spatial descriptor is [max, mean] in that order (timm uses [mean, max]).
@@ -47,19 +47,11 @@ public final class CBAM: AttentionModule {
 
     static let poolNames = ["avg", "max", "lp", "lse"]
 
-    /// Every non-empty list of distinct pool types in the order avg, max, lp, lse ("avg",
-    /// "avg,max", "max,lp,lse", ...): 15 choices. The reference sums the MLP outputs, so the
-    /// order of its list changes nothing but float rounding.
-    static let poolChoices: [String] = (1..<(1 << poolNames.count)).map { mask in
-        poolNames.indices.filter { mask & (1 << $0) != 0 }.map { poolNames[$0] }
-    }.enumerated().sorted { ($0.element.count, $0.offset) < ($1.element.count, $1.offset) }
-     .map { $0.element.joined(separator: ",") }
-
     public static let configSchema: [ConfigKey] = [
         ConfigKey("gate_channels", .int(1...65536), default: .none, "input channels (taken from the input when unset)"),
         ConfigKey("reduction_ratio", .int(1...65536), default: .int(16), "MLP hidden width = gate_channels // reduction_ratio"),
-        ConfigKey("pool_types", .choice(poolChoices), default: .string("avg,max"),
-                  "comma list of avg, max, lp, lse, each at most once, in that order (the order only changes float rounding)"),
+        ConfigKey("pool_types", .strings(allowed: poolNames, count: 1...4), default: .strings(["avg", "max"]),
+                  "comma list of avg, max, lp, lse, each at most once, any order (the MLP outputs are summed in it)"),
         ConfigKey("no_spatial", .bool, default: .bool(false), "channel gate only"),
     ]
 
@@ -88,7 +80,7 @@ public final class CBAM: AttentionModule {
             throw ConfigError.inconsistent(module: Self.info.id,
                 message: "gate_channels // reduction_ratio = \(gateChannels) // \(r) = 0 hidden units; use reduction_ratio ≤ \(gateChannels)")
         }
-        poolTypes = config.string("pool_types").split(separator: ",").map { Pool(rawValue: String($0))! }
+        poolTypes = config.strings("pool_types").map { Pool(rawValue: $0)! }
         let mlp = p.scoped("ChannelGate").scoped("mlp")
         mlp1 = Linear(mlp.scoped("1"), inFeatures: gateChannels, outFeatures: hidden)
         mlp3 = Linear(mlp.scoped("3"), inFeatures: hidden, outFeatures: gateChannels)

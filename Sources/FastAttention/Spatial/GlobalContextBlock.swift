@@ -48,14 +48,12 @@ public final class GlobalContextBlock: AttentionModule {
                 "pooling_type=avg: the context is the plain mean and the map is uniform",
                 "untrained: conv_mask Kaiming normal (as mmcv), transforms PyTorch-default random (mmcv zeroes the last conv)"])
 
-    static let fusionChoices = ["channel_add", "channel_mul", "channel_add,channel_mul", "channel_mul,channel_add"]
-
     public static let configSchema: [ConfigKey] = [
         ConfigKey("in_channels", .int(1...65536), default: .none, "input channels (taken from the input when unset)"),
         ConfigKey("ratio", .float(1e-6...64), default: .float(0.25), "bottleneck planes = int(in_channels * ratio); fractions like 1/16 accepted"),
         ConfigKey("pooling_type", .choice(["att", "avg"]), default: .string("att"), "attention pooling (softmax over HxW) or average"),
-        ConfigKey("fusion_types", .choice(fusionChoices), default: .string("channel_add"),
-                  "comma list of channel_add, channel_mul"),
+        ConfigKey("fusion_types", .strings(allowed: ["channel_add", "channel_mul"], count: 1...2), default: .strings(["channel_add"]),
+                  "comma list of channel_add, channel_mul, any order (mul applies before add)"),
     ]
 
     /// One bottleneck transform `*_conv`: Conv1×1 → LayerNorm → ReLU → Conv1×1 on the context.
@@ -124,7 +122,7 @@ public final class GlobalContextBlock: AttentionModule {
                 message: "int(in_channels * ratio) = int(\(inChannels) * \(ratio)) = 0 bottleneck planes; raise ratio to at least 1/\(inChannels)")
         }
         attentionPooling = config.string("pooling_type") == "att"
-        let fusion = Set(config.string("fusion_types").split(separator: ",").map(String.init))
+        let fusion = Set(config.strings("fusion_types"))
         if attentionPooling {
             // mmcv: kaiming_init(conv_mask, mode='fan_in') — normal, std √(2/C), bias 0.
             let c = inChannels
