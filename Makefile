@@ -9,7 +9,7 @@ SUDO         := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTHON       ?= python3
 VENV         ?= $(HOME)/.venvs/fastattention
 
-.PHONY: demo test deps build release fixtures bench clean fuzz fuzz-build fuzz-libs sanitize
+.PHONY: demo test deps build release fixtures bench clean fuzz fuzz-build fuzz-libs sanitize sanitize-replay
 
 ## demo: install what is missing, build in release, and draw every module's map on SampleImages/ into out/
 demo: deps release
@@ -89,6 +89,26 @@ fuzz: fuzz-build
 	  "$$bin/fuzz-$$t" -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $(FUZZ_FLAGS) \
 	    -dict=Tests/Fuzz/dict/$$t.dict -artifact_prefix=$(FUZZ_WORK)/artifacts/$$t/ \
 	    $(FUZZ_WORK)/corpus/$$t Tests/Fuzz/corpus/$$t || exit 1; \
+	done
+
+## sanitize: the whole test suite under AddressSanitizer (+LeakSanitizer), then UndefinedBehaviorSanitizer,
+## each in its own scratch path. Long (two full instrumented builds plus the suite: ~25 min on
+## 2 cores), so CI runs only sanitize-replay; run this before a release or after touching a parser.
+sanitize: deps
+	LSAN_OPTIONS=suppressions=$(CURDIR)/Tests/Sanitizers/lsan.supp \
+	  $(SWIFT) test --sanitize=address --scratch-path .build-asan
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  $(SWIFT) test --sanitize=undefined --scratch-path .build-ubsan
+
+## sanitize-replay: the four parsers' fuzz targets built with ASan+UBSan, replaying every seed and
+## fuzzer-found regression (Tests/Fuzz/). Small builds (no FastAttention, no ArgumentParser): CI-sized.
+sanitize-replay: deps
+	for t in $(FUZZ_TARGETS); do \
+	  $(SWIFT) build --scratch-path .build-asan-replay --sanitize=address --sanitize=undefined --product fuzz-$$t || exit 1; \
+	done
+	@bin=$$($(SWIFT) build --scratch-path .build-asan-replay --sanitize=address --sanitize=undefined --show-bin-path); \
+	for t in $(FUZZ_TARGETS); do \
+	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 "$$bin/fuzz-$$t" Tests/Fuzz/corpus/$$t $$(ls -d Tests/Fuzz/regressions/$$t 2>/dev/null) || exit 1; \
 	done
 
 clean:
