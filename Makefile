@@ -23,7 +23,7 @@ demo: deps release
 
 ## test: install what is missing and run the whole test suite (no Python, no network)
 test: deps
-	$(SWIFT) test
+	$(SWIFT) test --disable-swift-testing
 
 ## deps: the three system libraries, through apt-get when missing
 deps:
@@ -43,10 +43,11 @@ fixtures:
 	@test -x $(VENV)/bin/python || { $(PYTHON) -m venv $(VENV) && $(VENV)/bin/pip install -r Tools/requirements.txt; }
 	cd Tools/reference && for f in *.py; do [ "$$f" = common.py ] || $(VENV)/bin/python $$f || exit 1; done
 
-## bench: Swift and PyTorch side by side (see Tools/bench/README.md)
+## bench: Swift and PyTorch side by side, and the scaling plot, into docs/ (see Tools/bench/README.md)
 bench: release
 	@test -x $(VENV)/bin/python || { $(PYTHON) -m venv $(VENV) && $(VENV)/bin/pip install -r Tools/requirements.txt; }
 	$(VENV)/bin/python Tools/bench/compare.py --attend $(ATTEND)
+	$(VENV)/bin/python Tools/bench/scaling.py --attend $(ATTEND)
 
 ## fuzz-build: the four libFuzzer targets (fuzz-png, fuzz-jpeg, fuzz-safetensors, fuzz-npy) with ASan,
 ## in $(FUZZ_SCRATCH). Not `-sanitize=fuzzer`: that links libFuzzer's own main, which collides

@@ -89,6 +89,16 @@ public struct AttentionMap: Sendable {
         self.values = values
         self.labels = labels
     }
+
+    /// The one map to show when there is room for one (gallery cells, batch maps): a composed
+    /// map (hops, reach, "+" sums of branches) when the module gives one, else the first.
+    public var primaryIndex: Int {
+        let lower = labels.map { $0.lowercased() }
+        for words in [["composed", "2 hops", "2-hop", "two hops"], ["reach", " + ", "sum", "plus", "combined"]] {
+            if let i = lower.firstIndex(where: { l in words.contains { l.contains($0) } }) { return i }
+        }
+        return 0
+    }
 }
 
 /// Errors a module raises at its boundary.
@@ -137,12 +147,21 @@ public protocol AttentionModule: AnyObject {
 
     /// The shape the module expects, in words, for error messages (e.g. "N×64×H×W").
     var expectedInput: String { get }
+
+    /// Attention heads a per-query map can be asked for (`MapQuery.head`).
+    var mapHeads: Int { get }
 }
 
 extension AttentionModule {
     public var info: ModuleInfo { Self.info }
-    /// Attention heads a per-query map can be asked for (`MapQuery.head`); 1 unless a module says.
-    public var mapHeads: Int { 1 }
+    /// Attention heads a per-query map can be asked for (`MapQuery.head`): by default the value
+    /// of the module's heads key, whichever spelling its reference uses; 1 when it has none.
+    public var mapHeads: Int {
+        for key in ["heads", "num_heads", "n_heads", "num_attention_heads", "head_count", "n_head", "num_head", "nheads"] {
+            if let h = config.optionalInt(key), h >= 1 { return h }
+        }
+        return 1
+    }
 }
 
 /// Checks an N×C×H×W input for a spatial module.

@@ -30,7 +30,8 @@ extension AttentionModule {
         q.column = query.row * w + query.column
         q.row = 0
         let m = try attentionMap(x.mapToTokens(), query: q)
-        guard m.kind != .channel, m.values.rank == 3, m.values.shape[2] == h * w else { return m }
+        // Only k×1×L maps over the tokens fold onto the grid (a memory-slot grid stays as it is).
+        guard m.kind != .channel, m.values.rank == 3, m.values.shape[1] == 1, m.values.shape[2] == h * w else { return m }
         return AttentionMap(kind: m.kind, values: m.values.reshaped([m.values.shape[0], h, w]), labels: m.labels)
     }
 }

@@ -146,7 +146,9 @@ struct Batch: ParsableCommand {
                     let px = min(photo.width - 1, Int(Double(photo.width) * frac[0]))
                     let py = min(photo.height - 1, Int(Double(photo.height) * frac[1]))
                     let map = try m.map(onGrid: x, query: gridQuery(x: px, y: py, photo: photo, rows: x.shape[2], columns: x.shape[3]))
-                    if var panel = try renderer.panels(map, photo: photo).first {
+                    let all = try renderer.panels(map, photo: photo)
+                    if !all.isEmpty {
+                        var panel = all[min(map.primaryIndex, all.count - 1)]
                         if m.info.mapKind == .perQuery { renderer.markQuery(&panel.image, x: px, y: py) }
                         renderer.insetLegend(&panel.image, label: panel.label, range: panel.range)
                         let mp = (out as NSString).appendingPathComponent(name.replacingOccurrences(of: ".", with: "_") + "-\(module).png")

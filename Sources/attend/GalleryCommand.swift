@@ -75,10 +75,10 @@ struct Gallery: ParsableCommand {
                     let m = try Registry.make(id: t.info.id, inputShape: x.shape, seed: seed)
                     let q = gridQuery(x: qx, y: qy, photo: small, rows: x.shape[2], columns: x.shape[3])
                     let map = try m.map(onGrid: x, query: q)
-                    // Several per-query maps (hops, branches, their composition) end with the
-                    // composed one: the gallery shows that.
+                    // Several maps (hops, branches, their composition): show the primary one.
                     let all = try renderer.panels(map, photo: small)
-                    guard var panel = t.info.mapKind == .perQuery ? all.last : all.first else { continue }
+                    guard !all.isEmpty else { continue }
+                    var panel = all[min(map.primaryIndex, all.count - 1)]
                     if t.info.mapKind == .perQuery { renderer.markQuery(&panel.image, x: qx, y: qy) }
                     renderer.insetLegend(&panel.image, label: panel.label, range: panel.range,
                                          showBar: t.info.mapKind != .bases)

@@ -32,8 +32,11 @@ struct Info: ParsableCommand {
         let config = try Config(module: id, schema: t.configSchema, settings: settings)
         let shape = info.kind == .sequence ? [1, 64, channels] : [1, channels, 16, 16]
         let records = try Registry.parameterRecords(id: id, settings: settings, inputShape: shape)
-        let layout = try (Registry.make(id: id, settings: settings, inputShape: shape) as? any BlockSparseModule)?
-            .layoutDescription(length: length)
+        // Block-sparse modules draw their layout; a length the module refuses says why instead.
+        var layout: String?
+        if let m = (try? Registry.make(id: id, settings: settings, inputShape: shape)) as? any BlockSparseModule {
+            do { layout = try m.layoutDescription(length: length) } catch { layout = "  (\(error))" }
+        }
         if json {
             let keys: [[String: Any]] = t.configSchema.map {
                 ["name": $0.name, "type": $0.typeDescription, "default": $0.defaultValue.json,

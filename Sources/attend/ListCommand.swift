@@ -8,7 +8,9 @@ struct List: ParsableCommand {
         abstract: "List the registered modules.",
         discussion: """
         A table of id, kind (2D map / seq tokens), complexity as in the paper, causal support and
-        the reference implementation each module matches.
+        the reference implementation each module matches. `--json` adds `complexity_exponent`,
+        the exponent of N in the paper's time complexity at fixed channels (what `attend bench`
+        compares its fitted exponent with).
 
         Examples:
           attend list
@@ -27,7 +29,7 @@ struct List: ParsableCommand {
         } else if json {
             let rows: [[String: Any]] = infos.map {
                 ["id": $0.id, "title": $0.title, "arxiv": $0.arxiv, "year": $0.year, "kind": $0.kind.rawValue,
-                 "complexity": $0.complexity, "causal": $0.causal, "reference": $0.reference, "map": $0.mapKind.rawValue]
+                 "complexity": $0.complexity, "complexity_exponent": $0.complexityExponent, "causal": $0.causal, "reference": $0.reference, "map": $0.mapKind.rawValue]
             }
             try printJSON(rows)
         } else {

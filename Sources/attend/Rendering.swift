@@ -123,8 +123,8 @@ struct MapRenderer {
         img.blit(bar, x: bx, y: by)
     }
 
-    /// Panels side by side under a title, each with its label and colour bar.
-    func sheet(_ panels: [Panel], title: String) -> Image {
+    /// Panels in rows of at most `perRow` under a title, each with its label and colour bar.
+    func sheet(_ panels: [Panel], title: String, perRow: Int = 4) -> Image {
         let scale = panels.first.map { max(1, $0.image.width / 300) } ?? 1
         let pad = 8 * scale, line = BitmapFont.lineHeight * scale
         var cells: [Image] = []
@@ -136,14 +136,20 @@ struct MapRenderer {
             cell.blit(bar, x: p.image.width + pad, y: line + pad / 2)
             cells.append(cell)
         }
-        let width = cells.map(\.width).reduce(0, +) + pad * (cells.count + 1)
-        let height = (cells.map(\.height).max() ?? 0) + 3 * pad + line
-        var out = Image(width: max(width, Image.textWidth(ascii(title), scale: scale) + 2 * pad), height: height)
+        let rows = stride(from: 0, to: cells.count, by: max(perRow, 1)).map { Array(cells[$0..<min($0 + perRow, cells.count)]) }
+        let width = rows.map { $0.map(\.width).reduce(0, +) + pad * ($0.count + 1) }.max() ?? 0
+        let rowHeights = rows.map { ($0.map(\.height).max() ?? 0) + pad }
+        var out = Image(width: max(width, Image.textWidth(ascii(title), scale: scale) + 2 * pad),
+                        height: 2 * pad + line + rowHeights.reduce(0, +) + pad)
         out.drawText(ascii(title), x: pad, y: pad, color: .black, scale: scale)
-        var xo = pad
-        for c in cells {
-            out.blit(c, x: xo, y: 2 * pad + line)
-            xo += c.width + pad
+        var yo = 2 * pad + line
+        for (row, h) in zip(rows, rowHeights) {
+            var xo = pad
+            for c in row {
+                out.blit(c, x: xo, y: yo)
+                xo += c.width + pad
+            }
+            yo += h
         }
         return out
     }

@@ -18,6 +18,15 @@ struct Run: ParsableCommand {
           attend run --module non-local --input feats.npy --output out.npy
           attend run --module non-local --set reduction=4 --weights nl.safetensors \\
                      --input feats.safetensors --key layer3 --output out.safetensors
+
+        Modules with memories (compressive, memformer) carry them explicitly: --segments N
+        splits L (H·W for a map, raster order) into N equal segments run in order, each from
+        the memories the previous one left, and the memories after the last segment are saved
+        beside the output as OUTPUT-STEM.memories.safetensors; --memories starts from such a
+        file instead of the module's initial memories (to continue over the next file):
+          attend run --module compressive --input seq.npy --segments 4 --output out.npy
+          attend run --module compressive --input next.npy --memories out.memories.safetensors \\
+                     --output next-out.npy
         """
     )
 
@@ -33,6 +42,9 @@ struct Run: ParsableCommand {
     @Option(help: "Largest image accepted, in pixels.") var maxPixels = 100_000_000
     @Option(help: "Threads (default: all cores).") var threads: Int?
     @Option(help: "Refuse O(N²) modules when N² exceeds this (N = positions).") var maxAttention = AttentionGuard.defaultLimit
+    @Option(help: "Modules with memories: split L into this many equal segments, run in order.") var segments = 1
+    @Option(help: "Modules with memories: a .safetensors of memories to start from (as saved by a previous run).")
+    var memories: String?
 
     func validate() throws {
         if let t = threads, t < 1 { throw ValidationError("--threads must be ≥ 1") }
@@ -41,6 +53,7 @@ struct Run: ParsableCommand {
         if !["npy", "safetensors"].contains((output as NSString).pathExtension.lowercased()) {
             throw ValidationError("--output \(output): expected a .npy or .safetensors file name")
         }
+        if segments < 1 { throw ValidationError("--segments must be ≥ 1") }
     }
 
     func run() throws {
@@ -54,14 +67,46 @@ struct Run: ParsableCommand {
             x = ImageStem().features(image, grid: grid)
         }
         try checkRank(x, for: t)
-        try AttentionGuard.check(t.info, inputShape: x.shape, limit: maxAttention)
+        // A module with memories attends within one segment at a time.
+        let positions = x.rank == 4 ? x.shape[2] * x.shape[3] : x.shape[1]
+        let checked = t is any SegmentMemoryModule.Type ? [x.shape[0], max(positions / segments, 1), 1] : x.shape
+        try AttentionGuard.check(t.info, inputShape: checked, limit: maxAttention)
         let sd = try weights.map(InputFile.weights)
+        guard t is any SegmentMemoryModule.Type || (segments == 1 && memories == nil) else {
+            throw ValidationError("--segments and --memories are for modules with memories (compressive, memformer); \(module) has none")
+        }
+        if t is any SegmentMemoryModule.Type {
+            return try FileError.naming(input: input, weights: weights) { try runWithMemories(x, weights: sd) }
+        }
         let pairs = try Config.settings(from: settings)
         let y = try FileError.naming(input: input, weights: weights) {
             try Registry.make(id: module, settings: pairs, inputShape: x.shape, weights: sd, seed: seed).apply(x)
         }
         try OutputFile.write(y, to: output)
         FileHandle.standardError.write(Data("\(module): \(Shape.format(x.shape)) → \(Shape.format(y.shape)) written to \(output)\n".utf8))
+    }
+
+    /// A module with memories: the input's tokens in `segments` equal segments, memories carried
+    /// from one to the next (from --memories, else the module's initial ones) and saved beside
+    /// the output. The module is built for one segment (its `seq_len` defaults to it).
+    func runWithMemories(_ x: Tensor, weights sd: StateDict?) throws {
+        let tokens = x.rank == 4 ? x.mapToTokens() : x                                // N, L, C
+        let (n, l, c) = (tokens.shape[0], tokens.shape[1], tokens.shape[2])
+        guard l % segments == 0 else {
+            throw ValidationError("--segments \(segments) does not divide L = \(l) (\(x.rank == 4 ? "H·W of the map" : "the token count"))")
+        }
+        let m = try Registry.make(id: module, settings: try Config.settings(from: settings), inputShape: [n, l / segments, c],
+                                  weights: sd, seed: seed)
+        guard let stateful = m as? any SegmentMemoryModule else { preconditionFailure("checked by the caller") }
+        let start = try memories.map { try InputFile.weights($0).tensors }
+        let (out, state) = try stateful.runSegments(tokens, segments: segments, memories: start)   // N, L, C′
+        let y = x.rank == 4 && out.rank == 3 && out.shape[1] == l ? out.tokensToMap(height: x.shape[2], width: x.shape[3]) : out
+        let url = URL(fileURLWithPath: output)
+        let statePath = url.deletingPathExtension().appendingPathExtension("memories.safetensors")
+        try OutputFile.write(y, to: output)
+        try SafeTensors.write(StateDict(tensors: state), to: statePath)
+        let sizes = state.keys.sorted().map { "\($0) \(Shape.format(state[$0]!.shape))" }.joined(separator: ", ")
+        FileHandle.standardError.write(Data("\(module): \(Shape.format(x.shape)) in \(segments) segment(s) → \(Shape.format(y.shape)) written to \(output); memories (\(sizes)) to \(statePath.path)\n".utf8))
     }
 
     func checkRank(_ x: Tensor, for t: any AttentionModule.Type) throws {

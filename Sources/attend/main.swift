@@ -21,7 +21,7 @@ struct Attend: ParsableCommand {
           attend run --module non-local --input feats.npy --output out.npy --weights nl.safetensors
           attend bench --module non-local --sizes 16,32,64
         """,
-        subcommands: [List.self, Info.self, Run.self, MapCommand.self, Gallery.self, Batch.self, Bench.self, Estimate.self]
+        subcommands: [List.self, Info.self, Run.self, MapCommand.self, Gallery.self, Compare.self, Batch.self, Bench.self, Estimate.self]
     )
 }
 

@@ -72,6 +72,28 @@ final class BlockSparseAttentionTests: XCTestCase {
         check([a, b, c], heads: 3, seed: 3)
     }
 
+    func testPartsMergeAsOneSoftmaxOverTheUnion() {
+        // Two parts in different orders; the merged output equals one softmax over the summed counts.
+        let a = randomLayout(length: 26, block: 4, seed: 31, permute: true)
+        let b = randomLayout(length: 26, block: 3, seed: 32, permute: false)
+        let q = randomTensor([2, 26, 6], seed: 1), k = randomTensor([2, 26, 6], seed: 2), v = randomTensor([2, 26, 4], seed: 3)
+        let out = BlockSparseAttention.multiHead(q: q, k: k, v: v, heads: 2, parts: [[a], [b]], scale: 0.6)
+        let counts = zip(a.denseCounts(), b.denseCounts()).map { $0 + $1 }
+        for bi in 0..<2 {
+            for h in 0..<2 {
+                func slice(_ t: Tensor, _ w: Int) -> [Float] {
+                    var r: [Float] = []
+                    for i in 0..<26 { let s0: Int = (bi * 26 + i) * 2 * w + h * w; r += t.scalars[s0..<(s0 + w)] }
+                    return r
+                }
+                let o = BlockSparseAttention.forwardNaive(counts: counts, length: 26, d: 3, dv: 2, q: slice(q, 3),
+                                                          k: slice(k, 3), v: slice(v, 2), scale: 0.6)
+                XCTAssertEqual(Double(maxRelativeError(Tensor(shape: [26, 2], scalars: slice(out, 2)),
+                                                      Tensor(shape: [26, 2], scalars: o))), 0, accuracy: 1e-5)
+            }
+        }
+    }
+
     func testLongRunsSplitAtMaxRunColumns() {
         let saved = BlockSparseAttention.maxRunColumns
         BlockSparseAttention.maxRunColumns = 8

@@ -38,6 +38,20 @@ final class CBAMTests: XCTestCase {
         }
     }
 
+    /// The fixtures exercise the channel MLP: with a ReLU layer whose every hidden unit is dead
+    /// on the fixture's pooled features, the gate is σ(b₃) whatever the input, and parity would
+    /// test only a bias.
+    func testFixtureChannelGatesDependOnTheInput() throws {
+        for name in Self.cases {
+            let f = try Fixture.load(name)
+            let m = try XCTUnwrap(try f.makeModule() as? CBAM)
+            let other = randomTensor(f.input.shape, seed: 9)
+            let a = try m.channelGate(f.input).scalars, b = try m.channelGate(other).scalars
+            let change = zip(a, b).map { abs($0 - $1) }.max()!
+            XCTAssertGreaterThan(change, 1e-3, "\(name): the channel gate does not depend on the input")
+        }
+    }
+
     func testStrictLoadingNamesBadKeys() throws {
         let f = try Fixture.load("cbam")
         var sd = f.stateDict

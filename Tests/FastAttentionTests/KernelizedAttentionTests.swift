@@ -51,6 +51,7 @@ final class KernelizedAttentionTests: XCTestCase {
     func testNonCausalMatchesNaive() {
         check(b: 2, heads: 3, lq: 13, lk: 17, m: 6, dv: 5, causal: false, normaliser: .denominator(eps: 1e-6), seed: 1)
         check(b: 1, heads: 2, lq: 9, lk: 9, m: 4, dv: 3, causal: false, normaliser: .none, seed: 2)
+        check(b: 1, heads: 2, lq: 9, lk: 9, m: 4, dv: 3, causal: false, normaliser: .guarded(eps: 1e-6), seed: 8)
     }
 
     func testCausalMatchesMaskedNaiveAcrossChunks() {

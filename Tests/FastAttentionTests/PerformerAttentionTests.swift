@@ -11,6 +11,9 @@ final class PerformerAttentionTests: XCTestCase {
         try checkFixture("performer")              // nb_features 20 = 2 blocks of 8 + 4 rows, qkv_bias
         try checkFixture("performer-causal")       // prefix sums, keys stabilised over all positions
         try checkFixture("performer-generalized")  // ReLU kernel, no to_out bias
+        try checkFixture("performer-no-projection") // softmax(q) over features, softmax(k) over positions
+        try checkFixture("performer-no-projection-causal") // exp(k), prefix sums across two kernel chunks
+        try checkFixture("performer-generalized-causal")   // ReLU kernel, prefix sums across two kernel chunks
     }
 
     func testSeededProjectionIsOrthogonalBlocksWithChiNorms() throws {

@@ -123,3 +123,17 @@ final class MapCommandTests: XCTestCase {
         }
     }
 }
+
+extension MapCommandTests {
+    func testCompareAgainstNonLocal() throws {
+        let r = try runProduct("attend", ["compare", photo.path, "--modules", "non-local", "--query", "200,120",
+                                          "--grid", "10", "--out", dir.path, "--json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let rows = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [[String: Any]]
+        // The reference against itself (same seed): zero error, zero divergence.
+        XCTAssertEqual(rows.count, 2)
+        XCTAssertEqual(rows[1]["output_relative_error"] as? Double, 0)
+        XCTAssertEqual(rows[1]["map_kl"] as? Double ?? 1, 0, accuracy: 1e-9)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir.appendingPathComponent("cat_chelsea-compare.png").path))
+    }
+}

@@ -31,7 +31,7 @@ CASES = [
     ("cbam", dict(gate_channels=32, reduction_ratio=4, pool_types=["avg", "max"], no_spatial=False), (2, 32, 6, 7)),
     ("cbam-lp-lse", dict(gate_channels=24, reduction_ratio=3, pool_types=["avg", "max", "lp", "lse"], no_spatial=False),
      (2, 24, 9, 5)),
-    ("cbam-no-spatial", dict(gate_channels=16, reduction_ratio=16, pool_types=["lse"], no_spatial=True), (1, 16, 4, 7)),
+    ("cbam-no-spatial", dict(gate_channels=16, reduction_ratio=4, pool_types=["lse"], no_spatial=True), (1, 16, 4, 7)),
 ]
 
 
@@ -46,6 +46,16 @@ def channel_gate(gate, x):
     return torch.sigmoid(total).view(x.shape[0], x.shape[1], 1, 1)
 
 
+def hidden_alive(gate, x):
+    """Per pool type, how many MLP hidden units are active (ReLU > 0) on some batch item: a pool
+    whose units are all dead contributes only the last layer's bias, and the fixture would not
+    test it (with reduction_ratio=16 on 16 channels the one hidden unit was dead on lse)."""
+    h, w = x.shape[2], x.shape[3]
+    pools = {"avg": lambda: F.avg_pool2d(x, (h, w), stride=(h, w)), "max": lambda: F.max_pool2d(x, (h, w), stride=(h, w)),
+             "lp": lambda: F.lp_pool2d(x, 2, (h, w), stride=(h, w)), "lse": lambda: logsumexp_2d(x)}
+    return {p: int((gate.mlp[1](gate.mlp[0](pools[p]())) > 0).any(0).sum()) for p in gate.pool_types}
+
+
 def main():
     g = torch.Generator().manual_seed(18071)
     for name, kw, shape in CASES:
@@ -56,6 +66,8 @@ def main():
             y = m(x)
             a = channel_gate(m.ChannelGate, x)
             assert torch.allclose(x * a, m.ChannelGate(x))
+            alive = hidden_alive(m.ChannelGate, x)
+            assert all(alive.values()), f"{name}: a pool type has no active hidden unit: {alive}"
             amap = None
             if not kw["no_spatial"]:
                 x1 = m.ChannelGate(x[:1])

@@ -34,6 +34,9 @@ class _Unbuilt(types.ModuleType):
     """Stands in for a C++ extension that was not built: importing works, calling raises."""
 
     def __getattr__(self, name):
+        if name.startswith("__"):          # __file__, __path__...: absent, as on a real module
+            raise AttributeError(name)
+
         def missing(*a, **k):
             raise RuntimeError(f"{self.__name__}.{name} is a C++ extension that was not built")
         return missing

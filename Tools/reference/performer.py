@@ -23,6 +23,12 @@ CASES = [
     ("performer-causal", dict(dim=16, heads=2, dim_head=8, nb_features=12, causal=True), (2, 29), 20),
     ("performer-generalized", dict(dim=12, heads=2, dim_head=6, nb_features=9, generalized_attention=True,
                                    attn_out_bias=False), (1, 23), 5),
+    ("performer-no-projection", dict(dim=12, heads=3, dim_head=4, no_projection=True), (2, 19), 13),
+    # The causal forms of the other two kernels (no_projection: exp(k), no softmax over positions), L past one
+    # 64-position chunk of the Swift kernel so the carried prefix state is used too.
+    ("performer-no-projection-causal", dict(dim=12, heads=2, dim_head=6, no_projection=True, causal=True), (1, 70), 66),
+    ("performer-generalized-causal", dict(dim=8, heads=2, dim_head=4, nb_features=7, generalized_attention=True,
+                                          causal=True, qkv_bias=True), (2, 77), 70),
 ]
 
 
@@ -33,7 +39,9 @@ def implicit_map(m, x, i):
     n, l, _ = x.shape
     q = m.to_q(x).view(n, l, m.heads, -1).transpose(1, 2)
     k = m.to_k(x).view(n, l, m.heads, -1).transpose(1, 2)
-    if fa.generalized_attention:
+    if fa.no_projection:
+        fq, fk = q.softmax(-1), (torch.exp(k) if fa.causal else k.softmax(-2))    # as FastAttention.forward
+    elif fa.generalized_attention:
         fq = generalized_kernel(q, projection_matrix=fa.projection_matrix, kernel_fn=fa.kernel_fn)
         fk = generalized_kernel(k, projection_matrix=fa.projection_matrix, kernel_fn=fa.kernel_fn)
     else:

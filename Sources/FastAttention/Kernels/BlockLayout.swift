@@ -3,88 +3,7 @@
 // Sparse modules (sparse-transformer, longformer, big-bird, jukebox, ...) are layout builders
 // over the one kernel in BlockSparseAttention.swift; causality is a layout property.
 
-/// A condition on a (query, key) pair of original sequence positions; every condition set must
-/// hold. Unset conditions are no constraint, so `PairRule()` admits every pair.
-public struct PairRule: Hashable, Sendable, CustomStringConvertible {
-    /// k − q ≥ minDelta.
-    public var minDelta: Int?
-    /// k − q ≤ maxDelta (0: causal).
-    public var maxDelta: Int?
-    /// (q − k) mod deltaStride == 0: strided heads, dilated windows.
-    public var deltaStride = 1
-    /// ⌊k / segment⌋ == ⌊q / segment⌋: the same row of a reshaped sequence (fixed pattern).
-    public var segment = 0
-    /// (k mod keyPeriod) ∈ keyPhases: summary columns (fixed pattern).
-    public var keyPeriod = 0
-    public var keyPhases: Range<Int> = 0..<0
-    /// k ∈ keys: global columns.
-    public var keys: Range<Int>?
-    /// q ∈ queries: global rows.
-    public var queries: Range<Int>?
-
-    public init(minDelta: Int? = nil, maxDelta: Int? = nil, deltaStride: Int = 1, segment: Int = 0,
-                keyPeriod: Int = 0, keyPhases: Range<Int> = 0..<0, keys: Range<Int>? = nil,
-                queries: Range<Int>? = nil) {
-        self.minDelta = minDelta
-        self.maxDelta = maxDelta
-        self.deltaStride = deltaStride
-        self.segment = segment
-        self.keyPeriod = keyPeriod
-        self.keyPhases = keyPhases
-        self.keys = keys
-        self.queries = queries
-    }
-
-    /// k ≤ q.
-    public static let causal = PairRule(maxDelta: 0)
-    /// lo ≤ k − q ≤ hi.
-    public static func band(_ lo: Int, _ hi: Int) -> PairRule { PairRule(minDelta: lo, maxDelta: hi) }
-
-    @inline(__always) public func contains(_ q: Int, _ k: Int) -> Bool {
-        let d = k - q
-        if let lo = minDelta, d < lo { return false }
-        if let hi = maxDelta, d > hi { return false }
-        if deltaStride > 1, d % deltaStride != 0 { return false }
-        if segment > 0, k / segment != q / segment { return false }
-        if keyPeriod > 0, !keyPhases.contains(k % keyPeriod) { return false }
-        if let r = keys, !r.contains(k) { return false }
-        if let r = queries, !r.contains(q) { return false }
-        return true
-    }
-
-    /// True when only delta bounds are set (so fullness and emptiness over a box are analytic).
-    var isBandOnly: Bool {
-        deltaStride == 1 && segment == 0 && keyPeriod == 0 && keys == nil && queries == nil
-    }
-
-    public var description: String {
-        var parts: [String] = []
-        switch (minDelta, maxDelta) {
-        case (nil, 0?): parts.append("k≤q")
-        case let (lo?, hi?): parts.append("\(lo)≤k−q≤\(hi)")
-        case let (lo?, nil): parts.append("k−q≥\(lo)")
-        case let (nil, hi?): parts.append("k−q≤\(hi)")
-        default: break
-        }
-        if deltaStride > 1 { parts.append("(q−k)%\(deltaStride)=0") }
-        if segment > 0 { parts.append("k/\(segment)=q/\(segment)") }
-        if keyPeriod > 0 { parts.append("k%\(keyPeriod)∈\(keyPhases.lowerBound)..<\(keyPhases.upperBound)") }
-        if let r = keys { parts.append("k∈\(r.lowerBound)..<\(r.upperBound)") }
-        if let r = queries { parts.append("q∈\(r.lowerBound)..<\(r.upperBound)") }
-        return parts.isEmpty ? "all" : parts.joined(separator: " ∧ ")
-    }
-}
-
-/// The pairs present inside one (query block, key block) entry: the union of its rules.
-public struct ElementMask: Hashable, Sendable, CustomStringConvertible {
-    public var rules: [PairRule]
-    public init(_ rules: [PairRule]) { self.rules = rules }
-    @inline(__always) public func contains(_ q: Int, _ k: Int) -> Bool {
-        for r in rules where r.contains(q, k) { return true }
-        return false
-    }
-    public var description: String { rules.map { "(\($0))" }.joined(separator: " ∨ ") }
-}
+import Foundation
 
 /// A block-sparse attention pattern over a sequence of `length` positions.
 ///
@@ -263,7 +182,18 @@ extension BlockLayout {
                 if order == nil {
                     if kb < qb { continue }
                     if e.mask < 0 { return false }
-                    if masks[Int(e.mask)].rules.allSatisfy({ ($0.maxDelta ?? 1) <= 0 }) { continue }
+                    let rules = masks[Int(e.mask)].rules
+                    if rules.allSatisfy({ ($0.maxDelta ?? 1) <= 0 }) { continue }
+                    if rules.allSatisfy(\.isBandOnly) {
+                        // Some k − q > 0 inside both the band and the block pair's range of k − q?
+                        let q0 = blockRange(qb).lowerBound, q1 = blockRange(qb).upperBound - 1
+                        let k0 = blockRange(kb).lowerBound, k1 = blockRange(kb).upperBound - 1
+                        for r in rules {
+                            let lo = max(r.minDelta ?? Int.min / 2, 1, k0 - q1), hi = min(r.maxDelta ?? Int.max / 2, k1 - q0)
+                            if lo <= hi { return false }
+                        }
+                        continue
+                    }
                 } else if e.mask < 0, blockRange(qb).contains(where: { qi in
                     blockRange(kb).contains { position($0) > position(qi) } }) {
                     return false
@@ -312,10 +242,11 @@ extension BlockLayout {
     }
 }
 
-/// A module whose attention is one block layout per head; `attend info` prints it.
+/// A module whose attention is a block-sparse pattern; `attend info` prints it.
 public protocol BlockSparseModule: AttentionModule {
-    /// The layouts (one per head, or one shared by all) at sequence length `length`.
-    func layouts(length: Int) throws -> [BlockLayout]
+    /// The pattern at sequence length `length`: parts (pair sets whose softmax is joint, see
+    /// `BlockSparseAttention.multiHead(parts:)`), each one layout per head or one for all heads.
+    func layouts(length: Int) throws -> [[BlockLayout]]
     /// A small length that shows the pattern well in `attend info`.
     var exampleLength: Int { get }
 }
@@ -323,13 +254,44 @@ public protocol BlockSparseModule: AttentionModule {
 extension BlockSparseModule {
     /// The rendered layouts at `length` (distinct ones once, with the heads that use them).
     public func layoutDescription(length: Int? = nil) throws -> String {
-        let ls = try layouts(length: length ?? exampleLength)
-        var seen: [(String, [Int])] = []
-        for (h, l) in ls.enumerated() {
-            let r = l.rendered()
-            if let i = seen.firstIndex(where: { $0.0 == r }) { seen[i].1.append(h) } else { seen.append((r, [h])) }
+        let parts = try layouts(length: length ?? exampleLength)
+        var text: [String] = []
+        for (pi, ls) in parts.enumerated() {
+            var seen: [(String, [Int])] = []
+            for (h, l) in ls.enumerated() {
+                let r = l.rendered()
+                if let i = seen.firstIndex(where: { $0.0 == r }) { seen[i].1.append(h) } else { seen.append((r, [h])) }
+            }
+            let title = parts.count > 1 ? "part \(pi + 1) of \(parts.count) (one softmax over all parts)" : nil
+            if let title { text.append(title) }
+            if seen.count == 1 {
+                text.append(seen[0].0)
+            } else {
+                for (r, hs) in seen { text.append("heads \(hs.map(String.init).joined(separator: ",")):\n" + r) }
+            }
         }
-        if seen.count == 1 { return seen[0].0 }
-        return seen.map { "heads \($0.1.map(String.init).joined(separator: ",")):\n" + $0.0 }.joined(separator: "\n")
+        return text.joined(separator: "\n")
+    }
+}
+
+/// Remembers a module's layouts for the last sequence length it ran at (a forward pass at the
+/// same length reuses them; layouts depend only on the length and the config).
+public final class LayoutCache: @unchecked Sendable {
+    private let lock = NSLock()
+    private var length = -1
+    private var value: [[BlockLayout]] = []
+
+    public init() {}
+
+    public func layouts(length: Int, build: () throws -> [[BlockLayout]]) rethrows -> [[BlockLayout]] {
+        lock.lock()
+        if length == self.length { defer { lock.unlock() }; return value }
+        lock.unlock()
+        let v = try build()
+        lock.lock()
+        self.length = length
+        value = v
+        lock.unlock()
+        return v
     }
 }

@@ -3,7 +3,7 @@
 // the same online softmax (`fa_online_softmax_tile`) as DenseAttention. Only present blocks are
 // multiplied; element masks are applied on the pattern's edges; nothing L×L is allocated.
 // Memory: per worker one query block of logits against a run of ≤ `maxRunColumns` keys, plus,
-// for heads whose layout permutes positions, gathered copies of that head's q, k, v and output.
+// for heads whose layout permutes positions, gathered copies of that head's q, k and v.
 
 import CKernels
 import Foundation
@@ -16,11 +16,14 @@ public enum BlockSparseAttention {
     /// out[b,h] = block-sparse softmax(scale · q[b,h] k[b,h]ᵀ) v[b,h] for every batch b and
     /// head h (self-attention: q, k, v and out all have `layout.length` rows). `layouts` holds one
     /// layout per head, or one for all heads. A query with no present key gets a zero row.
+    /// With `lse` (batch × heads × L, original positions), each row's log-sum-exp of its present
+    /// scaled logits is written there (−inf for an empty row), so outputs over disjoint layouts
+    /// can be merged exactly (`multiHead(parts:)`).
     public static func forward(
         layouts: [BlockLayout], batch: Int, heads: Int, d: Int, dv: Int,
         q: AttentionOperand, k: AttentionOperand, v: AttentionOperand,
         out: UnsafeMutablePointer<Float>, outLd: Int, outBatchStride: Int, outHeadStride: Int,
-        scale: Float
+        scale: Float, lse: UnsafeMutablePointer<Float>? = nil
     ) {
         precondition(layouts.count == 1 || layouts.count == heads, "one layout, or one per head")
         let length = layouts[0].length
@@ -28,10 +31,10 @@ public enum BlockSparseAttention {
         if length == 0 || dv == 0 || batch * heads == 0 { return }
         func layout(_ h: Int) -> BlockLayout { layouts.count == 1 ? layouts[0] : layouts[h] }
 
-        // Heads with a permuted order read gathered copies (batch × L × d, contiguous) and write
-        // a gathered output that is scattered back at the end; one tensor holds them all.
+        // Heads with a permuted order read gathered copies (batch × L × d, contiguous); one
+        // tensor holds them all.
         let permuted = (0..<heads).filter { layout($0).order != nil }
-        let perHead = batch * length * (2 * d + 2 * dv)
+        let perHead = batch * length * (2 * d + dv)
         var work = Tensor(uninitialized: [max(permuted.count * perHead, 1)])
         work.withUnsafeMutableBufferPointer { wbuf in
         // Per-head operands: base pointers for batch item 0 and strides.
@@ -42,13 +45,14 @@ public enum BlockSparseAttention {
             if let slot = permuted.firstIndex(of: h) {
                 let order = layout(h).order!
                 let gq = wbuf.baseAddress! + slot * perHead, gk = gq + batch * length * d
-                let gv = gk + batch * length * d, go = gv + batch * length * dv
+                let gv = gk + batch * length * d
                 gather(q, into: gq, h: h, batch: batch, order: order, width: d)
                 gather(k, into: gk, h: h, batch: batch, order: order, width: d)
                 gather(v, into: gv, h: h, batch: batch, order: order, width: dv)
+                // Output rows are scattered back to their original positions as they are written.
                 ops.append(HeadOps(q: gq, k: gk, v: gv, qld: d, kld: d, vld: dv,
                                    qbs: length * d, kbs: length * d, vbs: length * dv,
-                                   o: go, old: dv, obs: length * dv))
+                                   o: out + h * outHeadStride, old: outLd, obs: outBatchStride))
             } else {
                 ops.append(HeadOps(q: q.pointer(0, h), k: k.pointer(0, h), v: v.pointer(0, h),
                                    qld: q.ld, kld: k.ld, vld: v.ld,
@@ -107,21 +111,17 @@ public enum BlockSparseAttention {
                                   beta: 1, c: o, ldc: dv)
                         e0 = e1
                     }
-                    let op = hop.o + b * hop.obs + qr.lowerBound * hop.old
-                    for r in 0..<rows {
-                        let inv: Float = l[r] > 0 ? 1 / l[r] : 0
-                        for j in 0..<dv { op[r * hop.old + j] = o[r * dv + j] * inv }
+                    if let lse {
+                        let lp = lse + (b * heads + h) * lay.length
+                        for (r, qi) in qr.enumerated() {
+                            lp[lay.position(qi)] = l[r] > 0 ? m[r] + Foundation.log(l[r]) : -.infinity
+                        }
                     }
-                }
-            }
-        }
-        // Scatter permuted outputs back: original position order[j] gets gathered row j.
-        for h in permuted {
-            let order = layout(h).order!, src = UnsafePointer(ops[h].o)
-            for b in 0..<batch {
-                for (j, pos) in order.enumerated() {
-                    let to = out + b * outBatchStride + h * outHeadStride + Int(pos) * outLd
-                    to.update(from: src + (b * length + j) * dv, count: dv)
+                    let op = hop.o + b * hop.obs
+                    for (r, qi) in qr.enumerated() {
+                        let inv: Float = l[r] > 0 ? 1 / l[r] : 0, dst = op + lay.position(qi) * hop.old
+                        for j in 0..<dv { dst[j] = o[r * dv + j] * inv }
+                    }
                 }
             }
         }
@@ -141,12 +141,13 @@ public enum BlockSparseAttention {
     }
 
     /// The weights query position `p` gives every position (length L, zero off the support,
-    /// a block counted twice counts twice), from that head's q and k rows (row-major, `ld`
-    /// apart, original order). O(support·d): this is row p of the pattern's attention matrix.
-    public static func weights(layout: BlockLayout, query p: Int, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
+    /// a pair listed twice counts twice) under the union of `layouts` (the parts of one head's
+    /// pattern), from that head's q and k rows (row-major, `ld` apart, original order).
+    /// O(support·d): this is row p of the pattern's attention matrix.
+    public static func weights(layouts: [BlockLayout], query p: Int, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
                                ld: Int, d: Int, scale: Float) -> [Float] {
-        let keys = layout.support(ofQuery: p)
-        var w = [Float](repeating: 0, count: layout.length)
+        let keys = layouts.flatMap { $0.support(ofQuery: p) }
+        var w = [Float](repeating: 0, count: layouts[0].length)
         guard !keys.isEmpty else { return w }
         let qp = q + p * ld
         var logits = keys.map { kpos -> Float in
@@ -189,31 +190,80 @@ public enum BlockSparseAttention {
     /// q, k B×L×(H·d), v B×L×(H·dv) → B×L×(H·dv).
     public static func multiHead(q: Tensor, k: Tensor, v: Tensor, heads: Int, layouts: [BlockLayout],
                                  scale: Float) -> Tensor {
+        multiHead(q: q, k: k, v: v, heads: heads, parts: [layouts], scale: scale)
+    }
+
+    /// As `multiHead(layouts:)` over a pattern given as `parts`: pair sets (each one layout per
+    /// head, or one shared) whose softmax is taken jointly, i.e. over the union counted with
+    /// multiplicity. Each part runs through the kernel with its own order and its row
+    /// log-sum-exps, and the outputs are merged exactly: o = Σₚ exp(lseₚ − lse) oₚ. This is how
+    /// a pattern that is contiguous in two different orders (Sparse Transformer's merged
+    /// local ∪ strided head) stays block-dense in both.
+    public static func multiHead(q: Tensor, k: Tensor, v: Tensor, heads: Int, parts: [[BlockLayout]],
+                                 scale: Float) -> Tensor {
         precondition(q.rank == 3 && k.shape == q.shape && v.rank == 3, "attention needs B×L×C operands")
+        precondition(!parts.isEmpty, "at least one layout part")
         let (b, l, c, cv) = (q.shape[0], q.shape[1], q.shape[2], v.shape[2])
-        precondition(layouts[0].length == l && c % heads == 0 && cv % heads == 0)
+        precondition(parts.allSatisfy { $0[0].length == l } && c % heads == 0 && cv % heads == 0)
         let d = c / heads, dv = cv / heads
-        var out = Tensor(uninitialized: [b, l, cv])
-        q.withUnsafeBufferPointer { qp in
-            k.withUnsafeBufferPointer { kp in
-                v.withUnsafeBufferPointer { vp in
-                    out.withUnsafeMutableBufferPointer { op in
-                        forward(layouts: layouts, batch: b, heads: heads, d: d, dv: dv,
-                                q: .init(base: qp.baseAddress!, ld: c, batchStride: l * c, headStride: d),
-                                k: .init(base: kp.baseAddress!, ld: c, batchStride: l * c, headStride: d),
-                                v: .init(base: vp.baseAddress!, ld: cv, batchStride: l * cv, headStride: dv),
-                                out: op.baseAddress!, outLd: cv, outBatchStride: l * cv, outHeadStride: dv,
-                                scale: scale)
+        var outs: [Tensor] = [], lses: [Tensor] = []
+        for layouts in parts {
+            var out = Tensor(uninitialized: [b, l, cv])                   // B, L, H·dv
+            var lse = Tensor(uninitialized: [b, heads, l])                // B, H, L
+            q.withUnsafeBufferPointer { qp in
+                k.withUnsafeBufferPointer { kp in
+                    v.withUnsafeBufferPointer { vp in
+                        out.withUnsafeMutableBufferPointer { op in
+                            lse.withUnsafeMutableBufferPointer { lp in
+                                forward(layouts: layouts, batch: b, heads: heads, d: d, dv: dv,
+                                        q: .init(base: qp.baseAddress!, ld: c, batchStride: l * c, headStride: d),
+                                        k: .init(base: kp.baseAddress!, ld: c, batchStride: l * c, headStride: d),
+                                        v: .init(base: vp.baseAddress!, ld: cv, batchStride: l * cv, headStride: dv),
+                                        out: op.baseAddress!, outLd: cv, outBatchStride: l * cv, outHeadStride: dv,
+                                        scale: scale, lse: parts.count > 1 ? lp.baseAddress! : nil)
+                            }
+                        }
+                    }
+                }
+            }
+            outs.append(out)
+            lses.append(lse)
+        }
+        guard parts.count > 1 else { return outs[0] }
+        // Merge into the first part's output, in place: o = Σₚ exp(lseₚ − max) oₚ / Σₚ exp(lseₚ − max).
+        var merged = outs.removeFirst()
+        let others = outs
+        outs = []
+        merged.withUnsafeMutableBufferPointer { mp in
+            var w = [Float](repeating: 0, count: parts.count)
+            for bi in 0..<b {
+                for h in 0..<heads {
+                    for i in 0..<l {
+                        let ls = lses.map { $0.withUnsafeBufferPointer { $0[(bi * heads + h) * l + i] } }
+                        let mx = ls.max()!
+                        let dst = mp.baseAddress! + (bi * l + i) * cv + h * dv
+                        if mx == -.infinity { continue }
+                        var z: Float = 0
+                        for p in 0..<parts.count { w[p] = Foundation.exp(ls[p] - mx); z += w[p] }
+                        let a0 = w[0] / z
+                        for j in 0..<dv { dst[j] *= a0 }
+                        for p in 1..<parts.count where w[p] > 0 {
+                            let a = w[p] / z
+                            others[p - 1].withUnsafeBufferPointer { op in
+                                let src = op.baseAddress! + (bi * l + i) * cv + h * dv
+                                for j in 0..<dv { dst[j] += a * src[j] }
+                            }
+                        }
                     }
                 }
             }
         }
-        return out
+        return merged
     }
 
-    /// Per-head weights of query position `p` from B×L×(H·d) q and k (batch item 0), heads as
-    /// channel slices; `head` nil gives the mean over heads. Returns one L-vector.
-    public static func mapRow(q: Tensor, k: Tensor, heads: Int, layouts: [BlockLayout], query p: Int,
+    /// Weights of query position `p` from B×L×(H·d) q and k (batch item 0), heads as channel
+    /// slices, under `parts` (as in `multiHead(parts:)`); `head` nil gives the mean over heads.
+    public static func mapRow(q: Tensor, k: Tensor, heads: Int, parts: [[BlockLayout]], query p: Int,
                               head: Int?, scale: Float) -> [Float] {
         let l = q.shape[1], c = q.shape[2], d = c / heads
         let hs = head.map { [$0] } ?? Array(0..<heads)
@@ -221,12 +271,19 @@ public enum BlockSparseAttention {
         q.withUnsafeBufferPointer { qp in
             k.withUnsafeBufferPointer { kp in
                 for h in hs {
-                    let w = weights(layout: layouts.count == 1 ? layouts[0] : layouts[h], query: p,
-                                    q: qp.baseAddress! + h * d, k: kp.baseAddress! + h * d, ld: c, d: d, scale: scale)
+                    let lays = parts.map { $0.count == 1 ? $0[0] : $0[h] }
+                    let w = weights(layouts: lays, query: p, q: qp.baseAddress! + h * d, k: kp.baseAddress! + h * d,
+                                    ld: c, d: d, scale: scale)
                     for j in 0..<l { acc[j] += w[j] / Float(hs.count) }
                 }
             }
         }
         return acc
+    }
+
+    /// `mapRow` for a pattern of one part.
+    public static func mapRow(q: Tensor, k: Tensor, heads: Int, layouts: [BlockLayout], query p: Int,
+                              head: Int?, scale: Float) -> [Float] {
+        mapRow(q: q, k: k, heads: heads, parts: [layouts], query: p, head: head, scale: scale)
     }
 }

@@ -3,7 +3,13 @@
 // performer-favor, slim-performer, random-feature, fast-weights) is a feature map plus an
 // update rule over this one core:
 //
-// - non-causal: one GEMM for S = φ(K)ᵀV (m×dv), one for φ(Q)S: O(N·m·dv);
+// Features are streamed: a module hands the kernel a `KernelFeatureFill` that produces φ for a
+// chunk of positions of one head (projecting that chunk's rows inside it), so no N×m feature
+// tensor is ever stored; each worker walks the positions chunk by chunk and, inside a chunk,
+// its heads, while the chunk's rows are in cache.
+//
+// - non-causal: keys chunk by chunk into S = φ(K)ᵀV (m×dv) and z, then queries chunk by
+//   chunk through φ(Q)S: O(N·m·dv);
 // - causal: chunked prefix sums — per chunk of T positions, a T×T GEMM for the
 //   lower-triangular intra-chunk part and the float32 running state S = Σφ(k)vᵀ, z = Σφ(k)
 //   for everything before the chunk: O(N·T·m + N·m·dv), memory O(T² + m·dv) per worker.
@@ -15,8 +21,10 @@
 // Where each reference adds its eps differs, so the normaliser is a parameter:
 // fast-transformers adds eps to the denominator, performer-pytorch's causal path adds it to
 // every component of the key prefix sum (so the denominator gains eps·Σφ(q)), its non-causal
-// path adds none, SLiM adds 1e-16 to the denominator.
+// path adds none, SLiM adds 1e-16 to the denominator, the JAX FAVOR code adds 2·eps only where
+// |denominator| ≤ eps.
 
+import CKernels
 import Foundation
 import TensorCore
 
@@ -27,6 +35,9 @@ public enum KernelNormaliser: Sendable, Equatable {
     case denominator(eps: Float)
     /// out = num / (φ(q)·(z + eps)) = num / (φ(q)·z + eps·Σφ(q)) (performer-pytorch causal).
     case keySum(eps: Float)
+    /// out = num / (d + 2·eps·[|d| ≤ eps]) with d = φ(q)·z: the google-research JAX FAVOR guard,
+    /// for features that can make d vanish or change sign (trigonometric ones).
+    case guarded(eps: Float)
     /// out = num: no normalisation.
     case none
 
@@ -35,6 +46,7 @@ public enum KernelNormaliser: Sendable, Equatable {
         switch self {
         case .denominator(let eps): return dot + eps
         case .keySum(let eps): return dot + eps * qSum()
+        case .guarded(let eps): return Swift.abs(dot) <= eps ? dot + 2 * eps : dot
         case .none: return 1
         }
     }
@@ -56,142 +68,198 @@ public struct KernelizedOutput {
     }
 }
 
+/// Writes the features of `count` positions from `start` of problem (batch b, head h) into
+/// `dst` (count×m, row-major), for queries or for keys. The kernel calls it chunk by chunk, so
+/// a module's feature map runs on cache-sized blocks and no N×m feature tensor is ever stored.
+/// Called concurrently for different problems: it must only read shared state.
+public typealias KernelFeatureFill = (_ b: Int, _ h: Int, _ start: Int, _ count: Int, _ query: Bool,
+                                      _ dst: UnsafeMutablePointer<Float>) -> Void
+
 public enum KernelizedAttention {
-    /// Positions per chunk of the causal form: the T×T intra-chunk GEMM against the m×dv
-    /// state GEMMs. 64 keeps the intra part ≈ the state part for m ≈ dv ≈ 64.
+    /// Positions per chunk: the feature blocks, and in the causal form the T×T intra-chunk GEMM
+    /// against the m×dv state GEMMs. 64 keeps the intra part ≈ the state part for m ≈ dv ≈ 64.
     nonisolated(unsafe) public static var chunk = 64
 
-    /// out[b,h] = φq[b,h] (φk[b,h]ᵀ v[b,h]) / normaliser, for every batch b and head h.
-    /// φq is lq×m, φk lk×m, v lk×dv (each at its operand's strides). With `causal`
-    /// (lq == lk) row i sees keys j ≤ i through chunked prefix sums. `logDecay` (causal only)
-    /// holds log g_t per position (`ld` = position stride): the state decays as
-    /// S_t = g_t S_{t−1} + φ(k_t)v_tᵀ, i.e. key j reaches query i with weight Π_{t=j+1..i} g_t.
+    /// out[b,h] = φq[b,h] (φk[b,h]ᵀ v[b,h]) / normaliser, for every batch b and head h, with
+    /// φ produced chunk by chunk by `features` (m per position). v is lk×dv at its operand's
+    /// strides. With `causal` (lq == lk) row i sees keys j ≤ i through chunked prefix sums.
+    /// `logDecay` (causal only) holds log g_t per position (`ld` = position stride): the state
+    /// decays as S_t = g_t S_{t−1} + φ(k_t)v_tᵀ, i.e. key j reaches query i with weight
+    /// Π_{t=j+1..i} g_t. Memory: O(T·(T + m) + m·dv) per worker, whatever the length.
+    public static func forward(
+        batch: Int, heads: Int, lq: Int, lk: Int, m: Int, dv: Int, features: KernelFeatureFill,
+        v: AttentionOperand, out: KernelizedOutput, normaliser: KernelNormaliser, causal: Bool = false,
+        logDecay: AttentionOperand? = nil
+    ) {
+        precondition(!causal || lq == lk, "causal kernelised attention needs lq == lk")
+        precondition(logDecay == nil || causal, "a decay needs the causal form")
+        if lq == 0 || dv == 0 { return }
+        let t = max(1, chunk)
+        // Work items: a batch item and a group of its heads. Each worker walks the positions
+        // chunk by chunk and, inside a chunk, its heads — so the rows a chunk's features come
+        // from are read once, while in cache, for all heads. Groups split the heads only as far
+        // as the threads need; a single item leaves BLAS its threads.
+        let groups = min(heads, max(1, Threads.count / max(batch, 1)))
+        Threads.parallelFor(batch * groups) { range in
+            let most = (heads + groups - 1) / groups
+            // Scratch as tensor storage, so `attend bench` counts it: per head S (m×dv) and z (m),
+            // then shared chunk buffers.
+            var scratch = Tensor(zeros: [most * (m * dv + m) + 2 * t * m + t * t + t * m + t * dv + 3 * t])
+            scratch.withUnsafeMutableBufferPointer { buf in
+                let states = buf.baseAddress!, qb = states + most * (m * dv + m), kb = qb + t * m, work = kb + t * m
+                for item in range {
+                    let b = item / groups, g = item % groups
+                    let hs = (heads * g / groups)..<(heads * (g + 1) / groups)
+                    func state(_ h: Int) -> (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) {
+                        let sp = states + (h - hs.lowerBound) * (m * dv + m)
+                        return (sp, sp + m * dv)
+                    }
+                    states.update(repeating: 0, count: hs.count * (m * dv + m))
+                    if causal {
+                        var c0 = 0
+                        while c0 < lq {
+                            let r = min(t, lq - c0)
+                            for h in hs {
+                                let (sp, zp) = state(h)
+                                features(b, h, c0, r, true, qb)
+                                features(b, h, c0, r, false, kb)
+                                causalChunk(c0: c0, r: r, m: m, dv: dv, t: t, qc: qb, kc: kb, vc: v.pointer(b, h) + c0 * v.ld,
+                                            ldv: v.ld, oc: out.pointer(b, h) + c0 * out.ld, ldo: out.ld, normaliser: normaliser,
+                                            logDecay: logDecay.map { ($0.pointer(b, h), $0.ld) }, s: sp, z: zp, work: work)
+                            }
+                            c0 += r
+                        }
+                    } else {
+                        var c0 = 0
+                        while c0 < lk {
+                            let r = min(t, lk - c0)
+                            for h in hs {
+                                let (sp, zp) = state(h)
+                                features(b, h, c0, r, false, kb)
+                                accumulateKeys(r: r, m: m, dv: dv, kc: kb, vc: v.pointer(b, h) + c0 * v.ld, ldv: v.ld, s: sp, z: zp)
+                            }
+                            c0 += r
+                        }
+                        c0 = 0
+                        while c0 < lq {
+                            let r = min(t, lq - c0)
+                            for h in hs {
+                                let (sp, zp) = state(h)
+                                features(b, h, c0, r, true, qb)
+                                readQueries(r: r, m: m, dv: dv, qc: qb, oc: out.pointer(b, h) + c0 * out.ld, ldo: out.ld,
+                                            normaliser: normaliser, s: sp, z: zp)
+                            }
+                            c0 += r
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The same on feature operands already in memory (φq lq×m, φk lk×m at their strides).
     public static func forward(
         batch: Int, heads: Int, lq: Int, lk: Int, m: Int, dv: Int,
         q: AttentionOperand, k: AttentionOperand, v: AttentionOperand, out: KernelizedOutput,
         normaliser: KernelNormaliser, causal: Bool = false, logDecay: AttentionOperand? = nil
     ) {
-        precondition(!causal || lq == lk, "causal kernelised attention needs lq == lk")
-        precondition(logDecay == nil || causal, "a decay needs the causal form")
-        if lq == 0 || dv == 0 { return }
-        let problems = batch * heads, t = max(1, min(chunk, lq))
-        // One problem: let BLAS have the threads; several: one problem per worker.
-        Threads.parallelFor(problems) { range in
-            // Scratch as tensor storage, so `attend bench` counts it.
-            let size = m * dv + m + (causal ? t * t + t * m + t * dv + 3 * t : 0)
-            var scratch = Tensor(zeros: [max(size, 1)])
-            scratch.withUnsafeMutableBufferPointer { buf in
-                let s = buf.baseAddress!, z = s + m * dv
-                for p in range {
-                    let b = p / heads, h = p % heads
-                    let qp = q.pointer(b, h), kp = k.pointer(b, h), vp = v.pointer(b, h), op = out.pointer(b, h)
-                    if causal {
-                        causalProblem(l: lq, m: m, dv: dv, t: t, q: qp, ldq: q.ld, k: kp, ldk: k.ld, v: vp, ldv: v.ld,
-                                      out: op, ldo: out.ld, normaliser: normaliser,
-                                      logDecay: logDecay.map { ($0.pointer(b, h), $0.ld) }, s: s, z: z, work: z + m)
-                    } else {
-                        nonCausalProblem(lq: lq, lk: lk, m: m, dv: dv, q: qp, ldq: q.ld, k: kp, ldk: k.ld, v: vp,
-                                         ldv: v.ld, out: op, ldo: out.ld, normaliser: normaliser, s: s, z: z)
-                    }
-                }
-            }
-        }
+        forward(batch: batch, heads: heads, lq: lq, lk: lk, m: m, dv: dv, features: { b, h, start, count, query, dst in
+            let src = query ? q : k
+            let base = src.pointer(b, h) + start * src.ld
+            for r in 0..<count { (dst + r * m).update(from: base + r * src.ld, count: m) }
+        }, v: v, out: out, normaliser: normaliser, causal: causal, logDecay: logDecay)
     }
 
-    /// S = φKᵀV, z = Σφk, out = φQ S / normaliser.
-    static func nonCausalProblem(lq: Int, lk: Int, m: Int, dv: Int, q: UnsafePointer<Float>, ldq: Int,
-                                 k: UnsafePointer<Float>, ldk: Int, v: UnsafePointer<Float>, ldv: Int,
-                                 out: UnsafeMutablePointer<Float>, ldo: Int, normaliser: KernelNormaliser,
-                                 s: UnsafeMutablePointer<Float>, z: UnsafeMutablePointer<Float>) {
-        // s (m×dv) = φKᵀ (m×lk) · V (lk×dv)
-        BLAS.gemm(transA: true, m: m, n: dv, k: lk, a: k, lda: ldk, b: v, ldb: ldv, c: s, ldc: dv)
-        z.update(repeating: 0, count: m)
-        for j in 0..<lk { let row = k + j * ldk; for c in 0..<m { z[c] += row[c] } }
-        // out (lq×dv) = φQ (lq×m) · s (m×dv)
-        BLAS.gemm(m: lq, n: dv, k: m, a: q, lda: ldq, b: s, ldb: dv, c: out, ldc: ldo)
+    /// Non-causal, one chunk of r keys (φK_c r×m, V_c): S += φK_cᵀV_c, z += Σφk.
+    static func accumulateKeys(r: Int, m: Int, dv: Int, kc: UnsafePointer<Float>, vc: UnsafePointer<Float>, ldv: Int,
+                               s: UnsafeMutablePointer<Float>, z: UnsafeMutablePointer<Float>) {
+        // s (m×dv) += φK_cᵀ (m×r) · V_c (r×dv)
+        BLAS.gemm(transA: true, m: m, n: dv, k: r, a: kc, lda: m, b: vc, ldb: ldv, beta: 1, c: s, ldc: dv)
+        for j in 0..<r { let row = kc + j * m; for c in 0..<m { z[c] += row[c] } }
+    }
+
+    /// Non-causal, one chunk of r queries: out_c = φQ_c S / normaliser(φQ_c·z).
+    static func readQueries(r: Int, m: Int, dv: Int, qc: UnsafePointer<Float>, oc: UnsafeMutablePointer<Float>, ldo: Int,
+                            normaliser: KernelNormaliser, s: UnsafePointer<Float>, z: UnsafePointer<Float>) {
+        // out_c (r×dv) = φQ_c (r×m) · s (m×dv)
+        BLAS.gemm(m: r, n: dv, k: m, a: qc, lda: m, b: s, ldb: dv, c: oc, ldc: ldo)
         if normaliser == .none { return }
-        for i in 0..<lq {
-            let qi = q + i * ldq
+        for i in 0..<r {
+            let qi = qc + i * m
             var dot: Float = 0, qs: Float = 0
             for c in 0..<m { dot += qi[c] * z[c]; qs += qi[c] }
             let inv = 1 / normaliser.divisor(dot: dot, qSum: qs)
-            let oi = out + i * ldo
+            let oi = oc + i * ldo
             for c in 0..<dv { oi[c] *= inv }
         }
     }
 
-    /// Chunked causal prefix sums for one problem. `work` holds t·t + t·m + t·dv + 3t floats.
-    static func causalProblem(l: Int, m: Int, dv: Int, t: Int, q: UnsafePointer<Float>, ldq: Int,
-                              k: UnsafePointer<Float>, ldk: Int, v: UnsafePointer<Float>, ldv: Int,
-                              out: UnsafeMutablePointer<Float>, ldo: Int, normaliser: KernelNormaliser,
-                              logDecay: (UnsafePointer<Float>, Int)?, s: UnsafeMutablePointer<Float>,
-                              z: UnsafeMutablePointer<Float>, work: UnsafeMutablePointer<Float>) {
+    /// Causal, one chunk of r positions from c0: the intra-chunk lower-triangular part by a
+    /// T×T GEMM, everything before through the state, then the state update. `work` holds
+    /// t·t + t·m + t·dv + 3t floats.
+    static func causalChunk(c0: Int, r: Int, m: Int, dv: Int, t: Int, qc: UnsafePointer<Float>, kc: UnsafePointer<Float>,
+                            vc: UnsafePointer<Float>, ldv: Int, oc: UnsafeMutablePointer<Float>, ldo: Int,
+                            normaliser: KernelNormaliser, logDecay: (UnsafePointer<Float>, Int)?,
+                            s: UnsafeMutablePointer<Float>, z: UnsafeMutablePointer<Float>, work: UnsafeMutablePointer<Float>) {
         let a = work, kw = a + t * t, tmp = kw + t * m, den = tmp + t * dv, cum = den + t, qz = cum + t
-        s.update(repeating: 0, count: m * dv)
-        z.update(repeating: 0, count: m)
-        var c0 = 0
-        while c0 < l {
-            let r = min(t, l - c0)
-            let qc = q + c0 * ldq, kc = k + c0 * ldk, vc = v + c0 * ldv, oc = out + c0 * ldo
-            // a (r×r) = φQ_c φK_cᵀ, then keep j ≤ i (with the decay Π_{j<t≤i} g_t).
-            BLAS.gemm(transB: true, m: r, n: r, k: m, a: qc, lda: ldq, b: kc, ldb: ldk, c: a, ldc: r)
-            if let (lg, stride) = logDecay {
-                var acc: Float = 0
-                for i in 0..<r { acc += lg[(c0 + i) * stride]; cum[i] = acc }
-            }
-            for i in 0..<r {
-                let row = a + i * r
-                if i + 1 < r { (row + i + 1).update(repeating: 0, count: r - i - 1) }
-                if logDecay != nil { for j in 0...i { row[j] *= Foundation.exp(cum[i] - cum[j]) } }
-                var sum: Float = 0
-                for j in 0...i { sum += row[j] }
-                den[i] = sum
-            }
-            // out_c (r×dv) = a V_c
-            BLAS.gemm(m: r, n: dv, k: r, a: a, lda: r, b: vc, ldb: ldv, c: oc, ldc: ldo)
-            if c0 > 0 {
-                // Everything before the chunk, through the state: φQ_c S and φQ_c·z.
-                BLAS.gemm(m: r, n: 1, k: m, a: qc, lda: ldq, b: z, ldb: 1, c: qz, ldc: 1)
-                if logDecay == nil {
-                    BLAS.gemm(m: r, n: dv, k: m, a: qc, lda: ldq, b: s, ldb: dv, beta: 1, c: oc, ldc: ldo)
-                    for i in 0..<r { den[i] += qz[i] }
-                } else {
-                    BLAS.gemm(m: r, n: dv, k: m, a: qc, lda: ldq, b: s, ldb: dv, c: tmp, ldc: dv)
-                    for i in 0..<r {
-                        let g = Foundation.exp(cum[i]), oi = oc + i * ldo, ti = tmp + i * dv
-                        for c in 0..<dv { oi[c] += g * ti[c] }
-                        den[i] += g * qz[i]
-                    }
-                }
-            }
-            if normaliser != .none {
-                for i in 0..<r {
-                    let qi = qc + i * ldq
-                    let inv = 1 / normaliser.divisor(dot: den[i], qSum: {
-                        var qs: Float = 0
-                        for c in 0..<m { qs += qi[c] }
-                        return qs
-                    }())
-                    let oi = oc + i * ldo
-                    for c in 0..<dv { oi[c] *= inv }
-                }
-            }
-            // State update: S ← G·S + Σ_j w_j φk_j v_jᵀ, z ← G·z + Σ_j w_j φk_j, with
-            // G = Π_chunk g and w_j = Π_{j<t≤end} g_t (1 without a decay).
+        let (ldq, ldk) = (m, m)
+        // a (r×r) = φQ_c φK_cᵀ, then keep j ≤ i (with the decay Π_{j<t≤i} g_t).
+        BLAS.gemm(transB: true, m: r, n: r, k: m, a: qc, lda: ldq, b: kc, ldb: ldk, c: a, ldc: r)
+        if let (lg, stride) = logDecay {
+            var acc: Float = 0
+            for i in 0..<r { acc += lg[(c0 + i) * stride]; cum[i] = acc }
+        }
+        for i in 0..<r {
+            let row = a + i * r
+            if i + 1 < r { (row + i + 1).update(repeating: 0, count: r - i - 1) }
+            if logDecay != nil { for j in 0...i { row[j] *= Foundation.exp(cum[i] - cum[j]) } }
+            var sum: Float = 0
+            for j in 0...i { sum += row[j] }
+            den[i] = sum
+        }
+        // out_c (r×dv) = a V_c
+        BLAS.gemm(m: r, n: dv, k: r, a: a, lda: r, b: vc, ldb: ldv, c: oc, ldc: ldo)
+        if c0 > 0 {
+            // Everything before the chunk, through the state: φQ_c S and φQ_c·z.
+            BLAS.gemm(m: r, n: 1, k: m, a: qc, lda: ldq, b: z, ldb: 1, c: qz, ldc: 1)
             if logDecay == nil {
-                BLAS.gemm(transA: true, m: m, n: dv, k: r, a: kc, lda: ldk, b: vc, ldb: ldv, beta: 1, c: s, ldc: dv)
-                for j in 0..<r { let row = kc + j * ldk; for c in 0..<m { z[c] += row[c] } }
+                BLAS.gemm(m: r, n: dv, k: m, a: qc, lda: ldq, b: s, ldb: dv, beta: 1, c: oc, ldc: ldo)
+                for i in 0..<r { den[i] += qz[i] }
             } else {
-                let last = cum[r - 1], g = Foundation.exp(last)
-                for c in 0..<(m * dv) { s[c] *= g }
-                for c in 0..<m { z[c] *= g }
-                for j in 0..<r {
-                    let w = Foundation.exp(last - cum[j]), src = kc + j * ldk, dst = kw + j * m
-                    for c in 0..<m { dst[c] = w * src[c]; z[c] += dst[c] }
+                BLAS.gemm(m: r, n: dv, k: m, a: qc, lda: ldq, b: s, ldb: dv, c: tmp, ldc: dv)
+                for i in 0..<r {
+                    let g = Foundation.exp(cum[i]), oi = oc + i * ldo, ti = tmp + i * dv
+                    for c in 0..<dv { oi[c] += g * ti[c] }
+                    den[i] += g * qz[i]
                 }
-                BLAS.gemm(transA: true, m: m, n: dv, k: r, a: kw, lda: m, b: vc, ldb: ldv, beta: 1, c: s, ldc: dv)
             }
-            c0 += r
+        }
+        if normaliser != .none {
+            for i in 0..<r {
+                let qi = qc + i * ldq
+                let inv = 1 / normaliser.divisor(dot: den[i], qSum: {
+                    var qs: Float = 0
+                    for c in 0..<m { qs += qi[c] }
+                    return qs
+                }())
+                let oi = oc + i * ldo
+                for c in 0..<dv { oi[c] *= inv }
+            }
+        }
+        // State update: S ← G·S + Σ_j w_j φk_j v_jᵀ, z ← G·z + Σ_j w_j φk_j, with
+        // G = Π_chunk g and w_j = Π_{j<t≤end} g_t (1 without a decay).
+        if logDecay == nil {
+            BLAS.gemm(transA: true, m: m, n: dv, k: r, a: kc, lda: ldk, b: vc, ldb: ldv, beta: 1, c: s, ldc: dv)
+            for j in 0..<r { let row = kc + j * ldk; for c in 0..<m { z[c] += row[c] } }
+        } else {
+            let last = cum[r - 1], g = Foundation.exp(last)
+            for c in 0..<(m * dv) { s[c] *= g }
+            for c in 0..<m { z[c] *= g }
+            for j in 0..<r {
+                let w = Foundation.exp(last - cum[j]), src = kc + j * ldk, dst = kw + j * m
+                for c in 0..<m { dst[c] = w * src[c]; z[c] += dst[c] }
+            }
+            BLAS.gemm(transA: true, m: m, n: dv, k: r, a: kw, lda: m, b: vc, ldb: ldv, beta: 1, c: s, ldc: dv)
         }
     }
 
@@ -222,111 +290,5 @@ public enum KernelizedAttention {
             for j in 0..<n { wp[j] *= inv }
         }
         return w
-    }
-}
-
-// MARK: - Tensor-level entry
-
-extension KernelizedAttention {
-    /// Multi-head kernelised attention on tensors: φq N×H×Lq×m, φk N×H×Lk×m (feature-mapped
-    /// per head), v N×Lk×(H·dv) straight from a projection (heads as contiguous channel
-    /// slices), optional logDecay N×H×L → N×Lq×(H·dv). No copies: heads are read in place.
-    public static func multiHead(phiQ: Tensor, phiK: Tensor, v: Tensor, normaliser: KernelNormaliser,
-                                 causal: Bool = false, logDecay: Tensor? = nil) -> Tensor {
-        precondition(phiQ.rank == 4 && phiK.rank == 4 && v.rank == 3, "kernelised attention needs N×H×L×m features")
-        let (b, heads, lq, m) = (phiQ.shape[0], phiQ.shape[1], phiQ.shape[2], phiQ.shape[3])
-        let lk = phiK.shape[2], cv = v.shape[2]
-        precondition(phiK.shape == [b, heads, lk, m] && v.shape[0] == b && v.shape[1] == lk && cv % heads == 0)
-        precondition(logDecay == nil || logDecay!.shape == [b, heads, lq])
-        let dv = cv / heads
-        var out = Tensor(uninitialized: [b, lq, cv])
-        phiQ.withUnsafeBufferPointer { qp in
-            phiK.withUnsafeBufferPointer { kp in
-                v.withUnsafeBufferPointer { vp in
-                    out.withUnsafeMutableBufferPointer { op in
-                        let run = { (decay: AttentionOperand?) in
-                            forward(batch: b, heads: heads, lq: lq, lk: lk, m: m, dv: dv,
-                                    q: .init(base: qp.baseAddress!, ld: m, batchStride: heads * lq * m, headStride: lq * m),
-                                    k: .init(base: kp.baseAddress!, ld: m, batchStride: heads * lk * m, headStride: lk * m),
-                                    v: .init(base: vp.baseAddress!, ld: cv, batchStride: lk * cv, headStride: dv),
-                                    out: .init(base: op.baseAddress!, ld: cv, batchStride: lq * cv, headStride: dv),
-                                    normaliser: normaliser, causal: causal, logDecay: decay)
-                        }
-                        if let logDecay {
-                            logDecay.withUnsafeBufferPointer { dp in
-                                run(.init(base: dp.baseAddress!, ld: 1, batchStride: heads * lq, headStride: lq))
-                            }
-                        } else {
-                            run(nil)
-                        }
-                    }
-                }
-            }
-        }
-        return out   // N, Lq, H·dv
-    }
-
-    /// One query's implicit weights on tensors: φq, φk N×H×L×m, batch `b`, head `h`, query
-    /// position `i`; causal rows see keys ≤ i. Returns L weights.
-    public static func weights(phiQ: Tensor, phiK: Tensor, batch b: Int, head h: Int, query i: Int,
-                               normaliser: KernelNormaliser, causal: Bool, logDecay: Tensor? = nil) -> [Float] {
-        let (heads, lq, m) = (phiQ.shape[1], phiQ.shape[2], phiQ.shape[3]), lk = phiK.shape[2]
-        return phiQ.withUnsafeBufferPointer { qp in
-            phiK.withUnsafeBufferPointer { kp in
-                let qi = qp.baseAddress! + ((b * heads + h) * lq + i) * m
-                let kb = kp.baseAddress! + (b * heads + h) * lk * m
-                if let logDecay {
-                    return logDecay.withUnsafeBufferPointer { dp in
-                        weights(query: qi, keys: kb, ldk: m, lk: lk, m: m, normaliser: normaliser,
-                                visible: i + 1, logDecay: dp.baseAddress! + (b * heads + h) * lq, decayStride: 1)
-                    }
-                }
-                return weights(query: qi, keys: kb, ldk: m, lk: lk, m: m, normaliser: normaliser,
-                               visible: causal ? i + 1 : nil)
-            }
-        }
-    }
-}
-
-// MARK: - Helpers the kernelised sequence modules share
-
-extension KernelizedAttention {
-    /// N×L×(H·d) → N×H×L×d (heads as contiguous channel slices, as every reference splits them).
-    static func splitHeads(_ x: Tensor, heads: Int) -> Tensor {
-        let (n, l, c) = (x.shape[0], x.shape[1], x.shape[2])
-        return x.reshaped([n, l, heads, c / heads]).permuted([0, 2, 1, 3])   // N, H, L, d
-    }
-
-    /// Checks N×L×C tokens (N, L ≥ 1).
-    static func checkTokens(_ x: Tensor, channels: Int, module: String) throws {
-        guard x.rank == 3, x.shape[2] == channels, x.shape[0] > 0, x.shape[1] > 0 else {
-            throw ModuleError.badInput(module: module, expected: "N×L×\(channels)", found: x.shape)
-        }
-    }
-
-    /// The token position of a sequence module's map query (SequenceOnMap.swift: row 0, the
-    /// position in `column`), and a head in range.
-    static func checkQuery(_ query: MapQuery, length: Int, heads: Int, module: String) throws -> Int {
-        guard query.row == 0, (0..<length).contains(query.column) else {
-            throw ModuleError.badQuery(module: module,
-                                       message: "query position \(query.column) (row \(query.row)) is outside the \(length) tokens")
-        }
-        if let h = query.head, !(0..<heads).contains(h) {
-            throw ModuleError.badQuery(module: module, message: "head \(h) is outside 0..<\(heads)")
-        }
-        return query.column
-    }
-
-    /// A per-query map 1×1×L: head `head`'s weights, or the mean over heads when nil.
-    static func headMap(heads: Int, length l: Int, head: Int?, label: String = "implicit weights",
-                        _ weights: (Int) -> [Float]) -> AttentionMap {
-        var w = [Float](repeating: 0, count: l)
-        let hs = head.map { [$0] } ?? Array(0..<heads)
-        for h in hs {
-            let row = weights(h)
-            for j in 0..<l { w[j] += row[j] / Float(hs.count) }
-        }
-        return AttentionMap(kind: .perQuery, values: Tensor(shape: [1, 1, l], scalars: w),
-                            labels: [head.map { "\(label), head \($0)" } ?? "\(label), mean of \(heads) heads"])
     }
 }

@@ -118,6 +118,7 @@ extension KernelizedAttention {
             switch normaliser {
             case .denominator(let eps): div = dot + Double(eps)
             case .keySum(let eps): div = dot + Double(eps) * qs
+            case .guarded(let eps): div = Swift.abs(dot) <= Double(eps) ? dot + 2 * Double(eps) : dot
             case .none: div = 1
             }
             for c in 0..<dv {

@@ -83,27 +83,42 @@ public final class LinearTransformerAttention: AttentionModule {
 
     var normaliser: KernelNormaliser { .denominator(eps: eps) }
 
-    /// φ(Q), φ(K) as N×H×L×d_keys and V as N×L×(H·d_values).
-    func features(_ x: Tensor) throws -> (q: Tensor, k: Tensor, v: Tensor) {
-        let eluPlusOne = { (t: Tensor) in t.map { $0 > 0 ? $0 + 1 : Foundation.exp($0) } }
-        let q = KernelizedAttention.splitHeads(try queryProjection(x), heads: nHeads)   // N, H, L, dk
-        let k = KernelizedAttention.splitHeads(try keyProjection(x), heads: nHeads)     // N, H, L, dk
-        return (eluPlusOne(q), eluPlusOne(k), try valueProjection(x))
+    /// Runs `body` with the feature producer φ = elu + 1 (projecting each chunk's rows of x per
+    /// head inside the producer) and the values N×L×(H·d_values).
+    func withFeatures<R>(_ x: Tensor, _ body: (@escaping KernelFeatureFill, Tensor) -> R) throws -> R {
+        let v = try valueProjection(x)                                      // N, L, H·dv
+        let (l, c, dk) = (x.shape[1], dModel, dKeys)
+        return x.withUnsafeBufferPointer { xp in
+            queryProjection.withWeightPointers { wq, bq in
+                keyProjection.withWeightPointers { wk, bk in
+                    body({ b, h, start, count, query, dst in
+                        var t = [Float](repeating: 0, count: count * dk)
+                        KernelizedAttention.projectHead(xp.baseAddress! + (b * l + start) * c, ldx: c, count: count, channels: c,
+                                                        weight: query ? wq : wk, bias: query ? bq : bk, head: h, width: dk, dst: &t)
+                        KernelizedAttention.eluPlusOne(t, dst, count * dk)
+                    }, v)
+                }
+            }
+        }
     }
 
     public func callAsFunction(_ x: Tensor) throws -> Tensor {
         try KernelizedAttention.checkTokens(x, channels: dModel, module: Self.info.id)
-        let (q, k, v) = try features(x)
-        let y = KernelizedAttention.multiHead(phiQ: q, phiK: k, v: v, normaliser: normaliser, causal: causal)  // N, L, H·dv
+        let y = try withFeatures(x) { phi, v in
+            KernelizedAttention.run(batch: x.shape[0], heads: nHeads, length: x.shape[1], m: dKeys, v: v,
+                                    normaliser: normaliser, causal: causal, features: phi)        // N, L, H·dv
+        }
         return try outProjection(y)
     }
 
     public func attentionMap(_ x: Tensor, query: MapQuery) throws -> AttentionMap {
         try KernelizedAttention.checkTokens(x, channels: dModel, module: Self.info.id)
         let i = try KernelizedAttention.checkQuery(query, length: x.shape[1], heads: nHeads, module: Self.info.id)
-        let (q, k, _) = try features(x.batchItem(0))
-        return KernelizedAttention.headMap(heads: nHeads, length: x.shape[1], head: query.head) { h in
-            KernelizedAttention.weights(phiQ: q, phiK: k, batch: 0, head: h, query: i, normaliser: normaliser, causal: causal)
+        return try withFeatures(x.batchItem(0)) { phi, _ in
+            KernelizedAttention.headMap(heads: nHeads, length: x.shape[1], head: query.head) { h in
+                KernelizedAttention.weights(features: phi, batch: 0, head: h, heads: nHeads, query: i, length: x.shape[1],
+                                            m: dKeys, normaliser: normaliser, causal: causal)
+            }
         }
     }
 }

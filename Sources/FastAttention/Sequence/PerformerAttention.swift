@@ -17,7 +17,9 @@ import TensorCore
 /// - Map (per-query): the implicit weights φ(q_i)·φ(k_j) / Σ_j' φ(q_i)·φ(k_j') (j ≤ i when
 ///   causal; the causal normaliser includes the reference's 1e-6·Σφ(q_i)), for the chosen head
 ///   or the mean over heads, in O(L·m).
-/// - Cost O(L·m·d) time, O(L·m + m·d) memory.
+/// - Cost O(L·m·d) time; beyond the projections, O(T·m + m·d) memory per worker (features
+///   are made chunk by chunk, never stored for the whole sequence; performer-pytorch stores
+///   L×m per head).
 ///
 /// Quirks of the reference (matched):
 /// - The stabiliser `stab` is the max over features for each query, but for keys the max over
@@ -108,80 +110,178 @@ public final class PerformerAttention: AttentionModule {
 
     /// performer-pytorch's `gaussian_orthogonal_random_matrix(rows, columns, scaling=0)`:
     /// ⌊rows/columns⌋ blocks Qᵀ of the QR of a columns×columns Gaussian, the remaining rows from
-    /// one more block, each row scaled by the norm of a fresh Gaussian vector (χ_columns).
-    public static func gaussianOrthogonalRandomMatrix(rows: Int, columns d: Int, generator g: inout SeededGenerator) -> Tensor {
+    /// one more block, each row scaled by the norm of a fresh Gaussian vector (χ_columns), or
+    /// by √columns with `scaling` 1.
+    public static func gaussianOrthogonalRandomMatrix(rows: Int, columns d: Int, scaling: Int = 0,
+                                                      generator g: inout SeededGenerator) -> Tensor {
         var out = [Float]()
         out.reserveCapacity(rows * d)
         while out.count < rows * d {
             let q = Tensor.randomNormal([d, d], generator: &g).qr().q.transposed().scalars   // Qᵀ, d×d
             out += q.prefix(min(d * d, rows * d - out.count))
         }
-        let norms = Tensor.randomNormal([rows, d], generator: &g).norm(axis: 1).scalars
+        let norms = scaling == 0 ? Tensor.randomNormal([rows, d], generator: &g).norm(axis: 1).scalars
+                                 : [Float](repeating: Float(d).squareRoot(), count: rows)
         for r in 0..<rows { for c in 0..<d { out[r * d + c] *= norms[r] } }
         return Tensor(shape: [rows, d], scalars: out)
     }
 
-    /// φ(Q), φ(K) (N×H×L×m) and V (N×L×H·d).
-    func features(_ x: Tensor) throws -> (q: Tensor, k: Tensor, v: Tensor) {
-        let q = KernelizedAttention.splitHeads(try toQ(x), heads: heads)   // N, H, L, d
-        let k = KernelizedAttention.splitHeads(try toK(x), heads: heads)   // N, H, L, d
-        let v = try toV(x)                                                 // N, L, H·d
-        if noProjection {
-            return (q.softmax(axis: -1), causal ? exp(k) : k.softmax(axis: -2), v)
-        }
-        if generalized {
-            let dn = Foundation.pow(Float(dimHead), -0.25)
-            let kernel = { (t: Tensor) in t.matmul(self.projectionMatrix, transposeOther: true, alpha: dn).map { max($0, 0) + 1e-3 } }
-            return (kernel(q), kernel(k), v)
-        }
-        return (Self.softmaxKernel(q, projection: projectionMatrix, isQuery: true),
-                Self.softmaxKernel(k, projection: projectionMatrix, isQuery: false), v)
-    }
-
-    /// performer-pytorch `softmax_kernel`: x N×H×L×d → m^-½ (exp(x′Wᵀ − ‖x′‖²/2 − stab) + 1e-4),
-    /// x′ = d^-¼ x; stab = row max (queries) or the max over the whole (batch, head) (keys).
-    static func softmaxKernel(_ x: Tensor, projection w: Tensor, isQuery: Bool, eps: Float = 1e-4) -> Tensor {
-        let (n, h, l, d) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]), m = w.shape[0]
-        let dn = Foundation.pow(Float(d), -0.25), ratio = 1 / Float(m).squareRoot()
-        var u = x.matmul(w, transposeOther: true, alpha: dn)    // N, H, L, m
-        x.withUnsafeBufferPointer { xp in
-            u.withUnsafeMutableBufferPointer { up in
-                for p in 0..<(n * h) {
-                    let block = up.baseAddress! + p * l * m
-                    var stab = -Float.infinity
-                    if !isQuery { for i in 0..<(l * m) { stab = max(stab, block[i]) } }
-                    for i in 0..<l {
-                        let row = block + i * m, xi = xp.baseAddress! + (p * l + i) * d
-                        var sq: Float = 0
-                        for c in 0..<d { sq += xi[c] * xi[c] }
-                        let diag = sq / 2 * dn * dn
-                        var rowStab = stab
-                        if isQuery { rowStab = -.infinity; for j in 0..<m { rowStab = max(rowStab, row[j]) } }
-                        for j in 0..<m { row[j] = row[j] - diag - rowStab }
-                        fa_exp(row, row, m)
-                        for j in 0..<m { row[j] = ratio * (row[j] + eps) }
+    /// Runs `body` with the feature producer (projecting each chunk's rows of x per head inside
+    /// it), the values N×L×(H·d) and the feature count per head.
+    func withFeatures<R>(_ x: Tensor, _ body: (@escaping KernelFeatureFill, Tensor, Int) -> R) throws -> R {
+        let v = try toV(x)                                                  // N, L, H·d
+        let (n, l, d, c, hs, m) = (x.shape[0], x.shape[1], dimHead, dim, heads, nbFeatures)
+        let (causal, generalized, noProjection) = (self.causal, self.generalized, self.noProjection)
+        return x.withUnsafeBufferPointer { xp in
+            toQ.withWeightPointers { wq, bq in
+                toK.withWeightPointers { wk, bk in
+                    projectionMatrix.withUnsafeBufferPointer { pp in
+                        // One head's q or k rows (count×d) of batch item b from position start.
+                        let rows = { (b: Int, h: Int, start: Int, count: Int, query: Bool, dst: UnsafeMutablePointer<Float>) in
+                            KernelizedAttention.projectHead(xp.baseAddress! + (b * l + start) * c, ldx: c, count: count,
+                                                            channels: c, weight: query ? wq : wk, bias: query ? bq : bk,
+                                                            head: h, width: d, dst: dst)
+                        }
+                        if noProjection {
+                            // softmax(q) over features; keys: exp (causal) or softmax over positions,
+                            // whose per-column max and sum are gathered first.
+                            let (colMax, colSum) = causal ? ([], []) : Self.columnSoftmaxStatistics(n: n, heads: hs, l: l, d: d, rows: rows)
+                            return body({ b, h, start, count, query, dst in
+                                rows(b, h, start, count, query, dst)
+                                for r in 0..<count {
+                                    let out = dst + r * d
+                                    if query {
+                                        var mx = -Float.infinity
+                                        for j in 0..<d { mx = max(mx, out[j]) }
+                                        var sum: Float = 0
+                                        for j in 0..<d { out[j] = Foundation.exp(out[j] - mx); sum += out[j] }
+                                        for j in 0..<d { out[j] /= sum }
+                                    } else if causal {
+                                        for j in 0..<d { out[j] = Foundation.exp(out[j]) }
+                                    } else {
+                                        let base = (b * hs + h) * d
+                                        for j in 0..<d { out[j] = Foundation.exp(out[j] - colMax[base + j]) / colSum[base + j] }
+                                    }
+                                }
+                            }, v, d)
+                        }
+                        let w = pp.baseAddress!
+                        let stab = generalized ? [] : Self.keyStabilisers(n: n, heads: hs, l: l, d: d, w: w, m: m, rows: rows)
+                        return body({ b, h, start, count, query, dst in
+                            var xr = [Float](repeating: 0, count: count * d)
+                            rows(b, h, start, count, query, &xr)
+                            if generalized {
+                                Self.project(xr, ld: d, count: count, d: d, w: w, m: m, dst: dst)
+                                for j in 0..<(count * m) { dst[j] = max(dst[j], 0) + 1e-3 }
+                            } else {
+                                Self.softmaxFeatures(xr, ld: d, count: count, d: d, w: w, m: m,
+                                                     stab: query ? nil : stab[b * hs + h], eps: 1e-4, dst: dst)
+                            }
+                        }, v, m)
                     }
                 }
             }
         }
-        return u
+    }
+
+    typealias HeadRows = (Int, Int, Int, Int, Bool, UnsafeMutablePointer<Float>) -> Void
+
+    /// Per batch item, head and key column: the max over positions and Σ exp(k − max) (for
+    /// no_projection's softmax over positions), streamed in chunks.
+    static func columnSoftmaxStatistics(n: Int, heads: Int, l: Int, d: Int, rows: HeadRows) -> ([Float], [Float]) {
+        var mx = [Float](repeating: -.infinity, count: n * heads * d), sum = [Float](repeating: 0, count: n * heads * d)
+        let t = KernelizedAttention.chunk
+        var buf = [Float](repeating: 0, count: t * d)
+        for p in 0..<(n * heads) {
+            for pass in 0..<2 {
+                var c0 = 0
+                while c0 < l {
+                    let r = min(t, l - c0)
+                    buf.withUnsafeMutableBufferPointer { rows(p / heads, p % heads, c0, r, false, $0.baseAddress!) }
+                    for i in 0..<r {
+                        for j in 0..<d {
+                            if pass == 0 { mx[p * d + j] = max(mx[p * d + j], buf[i * d + j]) }
+                            else { sum[p * d + j] += Foundation.exp(buf[i * d + j] - mx[p * d + j]) }
+                        }
+                    }
+                    c0 += r
+                }
+            }
+        }
+        return (mx, sum)
+    }
+
+    /// dst (count×m) = d^-¼ X (count×d, rows `ld` apart) · Wᵀ (W m×d).
+    static func project(_ x: UnsafePointer<Float>, ld: Int, count: Int, d: Int, w: UnsafePointer<Float>, m: Int,
+                        dst: UnsafeMutablePointer<Float>) {
+        BLAS.gemm(transB: true, m: count, n: m, k: d, alpha: Foundation.pow(Float(d), -0.25), a: x, lda: ld, b: w, ldb: d,
+                  c: dst, ldc: m)
+    }
+
+    /// performer-pytorch `softmax_kernel` on `count` rows: m^-½ (exp(u − ‖x′‖²/2 − stab) + eps),
+    /// u = x′Wᵀ, x′ = d^-¼ x; stab = the row's max (queries, `stab` nil) or the given value (keys:
+    /// the max over all positions and features of the batch item and head).
+    static func softmaxFeatures(_ x: UnsafePointer<Float>, ld: Int, count: Int, d: Int, w: UnsafePointer<Float>, m: Int,
+                                stab: Float?, eps: Float, dst: UnsafeMutablePointer<Float>) {
+        project(x, ld: ld, count: count, d: d, w: w, m: m, dst: dst)
+        let dn2 = 1 / Float(d).squareRoot(), ratio = 1 / Float(m).squareRoot()
+        for r in 0..<count {
+            let xi = x + r * ld, row = dst + r * m
+            var sq: Float = 0
+            for c in 0..<d { sq += xi[c] * xi[c] }
+            var st = -Float.infinity
+            if let stab { st = stab } else { for j in 0..<m { st = max(st, row[j]) } }
+            let shift = sq / 2 * dn2 + st
+            for j in 0..<m { row[j] -= shift }
+            fa_exp(row, row, m)
+            for j in 0..<m { row[j] = ratio * (row[j] + eps) }
+        }
+    }
+
+    /// The keys' stabilisers: max over positions and features of d^-¼ k Wᵀ, per batch item and
+    /// head (N·H values), streamed in chunks (`rows` projects one head's key rows).
+    static func keyStabilisers(n: Int, heads: Int, l: Int, d: Int, w: UnsafePointer<Float>, m: Int, rows: HeadRows) -> [Float] {
+        var out = [Float](repeating: -.infinity, count: n * heads)
+        out.withUnsafeMutableBufferPointer { op in
+            let outBase = op.baseAddress!
+            Threads.parallelFor(n * heads) { range in
+                let t = KernelizedAttention.chunk
+                var u = [Float](repeating: 0, count: t * m), xr = [Float](repeating: 0, count: t * d)
+                for p in range {
+                    var mx = -Float.infinity, c0 = 0
+                    while c0 < l {
+                        let r = min(t, l - c0)
+                        xr.withUnsafeMutableBufferPointer { rows(p / heads, p % heads, c0, r, false, $0.baseAddress!) }
+                        project(xr, ld: d, count: r, d: d, w: w, m: m, dst: &u)
+                        for j in 0..<(r * m) { mx = max(mx, u[j]) }
+                        c0 += r
+                    }
+                    outBase[p] = mx
+                }
+            }
+        }
+        return out
     }
 
     var normaliser: KernelNormaliser { causal ? .keySum(eps: 1e-6) : .denominator(eps: 0) }
 
     public func callAsFunction(_ x: Tensor) throws -> Tensor {
         try KernelizedAttention.checkTokens(x, channels: dim, module: Self.info.id)
-        let (q, k, v) = try features(x)
-        let y = KernelizedAttention.multiHead(phiQ: q, phiK: k, v: v, normaliser: normaliser, causal: causal)  // N, L, H·d
+        let y = try withFeatures(x) { phi, v, m in
+            KernelizedAttention.run(batch: x.shape[0], heads: heads, length: x.shape[1], m: m, v: v,
+                                    normaliser: normaliser, causal: causal, features: phi)   // N, L, H·d
+        }
         return try toOut(y)
     }
 
     public func attentionMap(_ x: Tensor, query: MapQuery) throws -> AttentionMap {
         try KernelizedAttention.checkTokens(x, channels: dim, module: Self.info.id)
         let i = try KernelizedAttention.checkQuery(query, length: x.shape[1], heads: heads, module: Self.info.id)
-        let (q, k, _) = try features(x.batchItem(0))
-        return KernelizedAttention.headMap(heads: heads, length: x.shape[1], head: query.head) { h in
-            KernelizedAttention.weights(phiQ: q, phiK: k, batch: 0, head: h, query: i, normaliser: normaliser, causal: causal)
+        return try withFeatures(x.batchItem(0)) { phi, _, m in
+            KernelizedAttention.headMap(heads: heads, length: x.shape[1], head: query.head) { h in
+                KernelizedAttention.weights(features: phi, batch: 0, head: h, heads: heads, query: i, length: x.shape[1],
+                                            m: m, normaliser: normaliser, causal: causal)
+            }
         }
     }
 }

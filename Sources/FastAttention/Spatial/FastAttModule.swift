@@ -103,7 +103,7 @@ public final class FastAttModule: AttentionModule {
         normaliseRows(&q)
         normaliseRows(&k)
         var v = wVs.tokens(x)                                       // N, L, C
-        v.mapInPlace(leaky)
+        leakyReluInPlace(&v)
         return (q, k, v)
     }
 
@@ -132,10 +132,10 @@ public final class FastAttModule: AttentionModule {
         }
         }
         var p = latlayer3.map(fromTokens: y, height: h, width: w)  // N, C, H, W
-        p.mapInPlace(leaky)
+        leakyReluInPlace(&p)
         p += x
         var out = try smooth(p)                                    // N, out_chan, H, W
-        out.mapInPlace(leaky)
+        leakyReluInPlace(&out)
         return out
     }
 
@@ -166,8 +166,13 @@ public final class FastAttModule: AttentionModule {
     }
 }
 
-/// nn.LeakyReLU() (negative slope 0.01).
-@inline(__always) private func leaky(_ v: Float) -> Float { v >= 0 ? v : 0.01 * v }
+/// nn.LeakyReLU() (negative slope 0.01) in place: one pass over the buffer (a closure through
+/// `mapInPlace` is not inlined and costs 10% of the forward).
+private func leakyReluInPlace(_ t: inout Tensor) {
+    t.withUnsafeMutableBufferPointer { p in
+        for i in 0..<p.count where p[i] < 0 { p[i] *= 0.01 }
+    }
+}
 
 /// F.normalize(p=2, dim=-1, eps=1e-12) in place on the rows of …×C: x / max(‖x‖, eps).
 func normaliseRows(_ t: inout Tensor) {
