@@ -274,11 +274,14 @@ public enum BucketedAttention {
     @inline(__always)
     static func maskedSoftmax(_ row: UnsafeMutablePointer<Float>, _ n: Int, _ keyPos: [Int32], _ qp: Int32,
                               _ masking: Masking) -> Float {
-        var mx = -Float.infinity
+        var mx = -Float.infinity, nan = false
         for j in 0..<n {
             row[j] = masking.apply(row[j], query: qp, key: keyPos[j])
             mx = max(mx, row[j])
+            nan = nan || row[j].isNaN
         }
+        // A NaN logit (from a NaN input) makes the row NaN, as in PyTorch; it is never cleaned up.
+        if nan { for j in 0..<n { row[j] = .nan }; return .nan }
         if mx == -.infinity { for j in 0..<n { row[j] = 0 }; return -.infinity }
         var sum: Float = 0
         for j in 0..<n { row[j] = Foundation.exp(row[j] - mx); sum += row[j] }
@@ -310,11 +313,15 @@ public enum BucketedAttention {
             for (s, pos) in queryIndex.enumerated() where Int(pos) < length { w[s] = 1 / (count[Int(pos)] + eps) }
         case .logsumexp:
             var mx = [Float](repeating: -.infinity, count: length), sum = [Float](repeating: 0, count: length)
-            for (s, pos) in queryIndex.enumerated() where Int(pos) < length { mx[Int(pos)] = max(mx[Int(pos)], slotLse[s]) }
-            for (s, pos) in queryIndex.enumerated() where Int(pos) < length && mx[Int(pos)] > -.infinity {
+            for (s, pos) in queryIndex.enumerated() where Int(pos) < length {
+                // NaN-propagating max: a NaN slot makes its position's weights NaN.
+                let p = Int(pos)
+                mx[p] = mx[p].isNaN || slotLse[s].isNaN ? .nan : max(mx[p], slotLse[s])
+            }
+            for (s, pos) in queryIndex.enumerated() where Int(pos) < length && mx[Int(pos)] != -.infinity {
                 sum[Int(pos)] += Foundation.exp(slotLse[s] - mx[Int(pos)])
             }
-            for (s, pos) in queryIndex.enumerated() where Int(pos) < length && mx[Int(pos)] > -.infinity {
+            for (s, pos) in queryIndex.enumerated() where Int(pos) < length && mx[Int(pos)] != -.infinity {
                 let p = Int(pos)
                 w[s] = Foundation.exp(slotLse[s] - (mx[p] + Foundation.log(sum[p])))
             }

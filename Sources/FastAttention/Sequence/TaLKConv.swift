@@ -95,12 +95,15 @@ public final class TaLKConv: AttentionModule {
 
         init(t: Int, length l: Int, left: Float, right: Float, maxLeft: Int, maxRight: Int, decode: Bool) {
             let last = Float(l - 1)
-            a = min(max(Float(t) - left * Float(maxLeft), 0), last)
-            z = decode ? Float(t) : min(max(Float(t) + right * Float(maxRight), 0), last)
+            // A NaN offset (from a NaN input) would trap in Int(_:): the window collapses onto the
+            // token and its edge weights become NaN, so the NaN reaches this output instead.
+            let bad = left.isNaN || (!decode && right.isNaN)
+            a = bad ? Float(t) : min(max(Float(t) - left * Float(maxLeft), 0), last)
+            z = decode || bad ? Float(t) : min(max(Float(t) + right * Float(maxRight), 0), last)
             (fl, cl) = (min(max(Int(a.rounded(.down)), 0), l - 1), min(max(Int(a.rounded(.up)), 0), l - 1))
             (fr, cr) = (min(max(Int(z.rounded(.down)), 0), l - 1), min(max(Int(z.rounded(.up)), 0), l - 1))
-            alphaLeft = Float(cl) - a
-            alphaRight = z - Float(fr)
+            alphaLeft = bad ? .nan : Float(cl) - a
+            alphaRight = bad ? .nan : z - Float(fr)
         }
     }
 
