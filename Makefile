@@ -9,7 +9,7 @@ SUDO         := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTHON       ?= python3
 VENV         ?= $(HOME)/.venvs/fastattention
 
-.PHONY: demo test deps build release fixtures bench clean fuzz fuzz-build fuzz-libs sanitize
+.PHONY: demo test deps build release fixtures bench clean fuzz fuzz-build fuzz-libs sanitize sanitize-replay
 
 ## demo: install what is missing, build in release, and draw every module's map on SampleImages/ into out/
 demo: deps release
@@ -90,6 +90,27 @@ fuzz: fuzz-build
 	  "$$bin/fuzz-$$t" -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $(FUZZ_FLAGS) \
 	    -dict=Tests/Fuzz/dict/$$t.dict -artifact_prefix=$(FUZZ_WORK)/artifacts/$$t/ \
 	    $(FUZZ_WORK)/corpus/$$t Tests/Fuzz/corpus/$$t || exit 1; \
+	done
+
+## sanitize: the whole test suite under AddressSanitizer (+LeakSanitizer), then UndefinedBehaviorSanitizer,
+## each in its own scratch path. swiftc has no -sanitize=undefined on Linux (Swift code traps on
+## overflow and out-of-bounds by itself), so UBSan instruments the C targets (CCodecs, CKernels,
+## CFuzzerDriver), non-recoverable, and the clang linker adds its runtime. Two full instrumented
+## builds plus two suite runs (~15 min on a quiet 2-core machine): CI runs sanitize-replay instead.
+UBSAN_FLAGS := -Xcc -fsanitize=undefined -Xcc -fno-sanitize-recover=undefined -Xswiftc -Xclang-linker -Xswiftc -fsanitize=undefined
+sanitize: deps
+	LSAN_OPTIONS=suppressions=$(CURDIR)/Tests/Sanitizers/lsan.supp \
+	  $(SWIFT) test --sanitize=address --scratch-path .build-asan
+	UBSAN_OPTIONS=print_stacktrace=1 $(SWIFT) test --scratch-path .build-ubsan $(UBSAN_FLAGS)
+
+## sanitize-replay: the four parsers' fuzz targets built with ASan+UBSan, replaying every seed and
+## fuzzer-found regression (Tests/Fuzz/). Small builds (no FastAttention, no ArgumentParser): CI-sized.
+REPLAY_BUILD = $(SWIFT) build --scratch-path .build-sanitize-replay --sanitize=address $(UBSAN_FLAGS)
+sanitize-replay: deps
+	for t in $(FUZZ_TARGETS); do $(REPLAY_BUILD) --product fuzz-$$t || exit 1; done
+	@bin=$$($(REPLAY_BUILD) --show-bin-path); \
+	for t in $(FUZZ_TARGETS); do \
+	  UBSAN_OPTIONS=print_stacktrace=1 "$$bin/fuzz-$$t" Tests/Fuzz/corpus/$$t $$(ls -d Tests/Fuzz/regressions/$$t 2>/dev/null) || exit 1; \
 	done
 
 clean:

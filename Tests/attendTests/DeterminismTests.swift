@@ -20,7 +20,7 @@ final class DeterminismTests: XCTestCase {
     /// Modules that are bitwise equal across thread counts on this input: their GEMMs stay
     /// below OpenBLAS's threading threshold (or they have none), and their own loops split
     /// independent outputs. Any other module may differ in the last bits, never beyond 1e-6.
-    static let bitwiseAcrossThreads: Set<String> = ["cbam", "global-context"]
+    static let bitwiseAcrossThreads: Set<String> = ["cbam", "global-context", "smyrf", "talk-conv"]
 
     func run(_ id: String, _ input: URL, _ name: String, env: [String: String] = [:], extra: [String] = []) throws -> Tensor {
         let out = dir.appendingPathComponent("\(id)-\(name).npy")

@@ -227,11 +227,15 @@ public final class RoutingAttention: AttentionModule {
     }
 
     /// Positions of the k largest of `count` values at `values[offset + i·stride]` (a bounded
-    /// min-heap, O(count·log k)), largest first.
+    /// min-heap, O(count·log k)), largest first. As `torch.topk`, NaN ranks above every number
+    /// (so a NaN token is routed and its NaN reaches the output, instead of never being picked).
     static func topK(_ values: [Float], offset: Int, stride: Int, count: Int, k: Int) -> [Int32] {
         var heap: [(Float, Int32)] = []
         heap.reserveCapacity(k)
-        func less(_ a: (Float, Int32), _ b: (Float, Int32)) -> Bool { a.0 < b.0 || (a.0 == b.0 && a.1 > b.1) }
+        func less(_ a: (Float, Int32), _ b: (Float, Int32)) -> Bool {
+            if a.0.isNaN || b.0.isNaN { return a.0.isNaN == b.0.isNaN ? a.1 > b.1 : b.0.isNaN }
+            return a.0 < b.0 || (a.0 == b.0 && a.1 > b.1)
+        }
         func siftDown(_ start: Int) {
             var i = start
             while true {
