@@ -33,13 +33,21 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import attendenv  # noqa: E402
+from attendenv import blas_core, loadavg, set_blas_core  # noqa: E402,F401
 import references  # noqa: E402
 
 # Why a module misses the target, from profiling (docs/benchmarks.md "Why"); keyed by module id.
 # Filled in by hand after a measured investigation; shown only for modules that miss.
 WHY = {
     "linear-transformer": "φ = elu+1 was a per-element closure (scalar expf, sign branch mispredicted on every other "
-                          "element): half the forward; branch-free with the vectorised exp since 2026-11-29 (1.7× → 0.8×).",
+                          "element): half the forward, now branch-free with the vectorised exp (11%). What is left is the "
+                          "four 64×64 projection GEMMs on the AVX2 kernel: a ~2-4 ms forward whose ratio swings "
+                          "0.5-1.6× with the load; 0.5× with the CPU's own kernel (benchmarks-blas-auto.md).",
+    "kronecker": "a 0.5 ms forward, GEMM-bound (46%, AVX2 kernel here) plus scalar row/column means (14%) and "
+                 "head loops (11%); 0.78× with the CPU's own OpenBLAS kernel.",
+    "set-transformer": "GEMM-bound (57% sgemm, AVX2 kernel here; 11% softmax); the 2-thread miss is load noise "
+                       "(its 1-thread rows are 0.6-0.9×).",
     "fast-attention": "GEMM-bound (74% in sgemm after the branch-free LeakyReLU fix): the 3×3 64→128 smoothing conv is "
                       "im2col + OpenBLAS sgemm on its AVX2 Haswell kernel (OPENBLAS_CORETYPE=Haswell here; the CPU's own "
                       "AVX-512 kernel runs GEMMs 2× faster) against oneDNN's AVX-512 direct conv.",
@@ -58,11 +66,6 @@ WHY = {
     "autonl": "the depthwise 3×3 conv was a scalar strided gather (60% of the forward); a unit-stride path vectorises "
               "since 2026-11-29 (1.9 → 1.2 ms). PyTorch's 1-thread time here is ~1.3-8 ms depending on load.",
 }
-
-
-def loadavg():
-    a = os.getloadavg()
-    return f"{a[0]:.2f}, {a[1]:.2f}, {a[2]:.2f}"
 
 
 def time_torch(fn, min_time, repeats):
@@ -97,33 +100,9 @@ def torch_peak_mib(fn):
     return peak / 2 ** 20
 
 
-# Environment of the attend processes: inherited, except OPENBLAS_CORETYPE when --blas-core says.
-ATTEND_ENV = None
-
-
-def set_blas_core(choice):
-    """inherit: leave OPENBLAS_CORETYPE as the environment has it; auto: unset it (OpenBLAS picks
-    the kernels for the CPU it finds); NAME: force that core (e.g. Haswell, SkylakeX)."""
-    global ATTEND_ENV
-    env = dict(os.environ)
-    if choice == "auto":
-        env.pop("OPENBLAS_CORETYPE", None)
-    elif choice != "inherit":
-        env["OPENBLAS_CORETYPE"] = choice
-    ATTEND_ENV = env
-
-
-def blas_core(attend):
-    """The OpenBLAS kernel set attend runs with, as OpenBLAS reports it (OPENBLAS_VERBOSE=2)."""
-    env = dict(ATTEND_ENV or os.environ, OPENBLAS_VERBOSE="2")
-    r = subprocess.run([attend, "list", "--ids"], capture_output=True, text=True, env=env)
-    core = next((l.split(":", 1)[1].strip() for l in (r.stdout + r.stderr).splitlines() if l.startswith("Core:")), "?")
-    forced = (ATTEND_ENV or os.environ).get("OPENBLAS_CORETYPE")
-    return f"{core}" + (f" (OPENBLAS_CORETYPE={forced} in the environment)" if forced else " (detected)")
-
-
 def attend_json(attend, args, timeout=900):
-    r = subprocess.run([attend] + args + ["--json"], capture_output=True, text=True, timeout=timeout, env=ATTEND_ENV)
+    r = subprocess.run([attend] + args + ["--json"], capture_output=True, text=True, timeout=timeout,
+                       env=attendenv.ATTEND_ENV)
     if r.returncode != 0:
         raise RuntimeError((r.stderr.strip().splitlines() or ["exit %d" % r.returncode])[-1])
     return json.loads(r.stdout)
@@ -306,6 +285,10 @@ def render(data, scaling=None):
         L += ["", "## Rows without a ratio", ""]
         for r in missing:
             L.append(f"- {r['module']} ({r['threads']}T): {r['error']}")
+    if data.get("blas") and "OPENBLAS_CORETYPE" in data["blas"]:
+        L += ["", f"OpenBLAS ran with its {data['blas']} kernels, not the CPU's own (AVX-512 here: 2× the GEMM "
+              "throughput, see `attend bench --op gemm` under `OPENBLAS_CORETYPE` unset). `--blas-core auto` unsets it: "
+              "see benchmarks-blas-auto.md when present."]
     if data.get("duplicates"):
         L += ["", f"Note: `attend list` registers {', '.join(sorted(set(data['duplicates'])))} more than once "
               "(Registry.modules); each id is benchmarked once."]
