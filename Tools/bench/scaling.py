@@ -26,18 +26,19 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import attendenv  # noqa: E402  (compare.py, which imports torch, is imported only to render, after measuring)
 
 
-def loadavg():
-    a = os.getloadavg()
-    return f"{a[0]:.2f}, {a[1]:.2f}, {a[2]:.2f}"
+loadavg = attendenv.loadavg
 
 
 def run_attend_rss(attend, args, timeout=900):
     """stdout, stderr, exit status and peak resident MiB of one attend process (reaped with
     wait4, which reports that child's own ru_maxrss)."""
     import threading
-    p = subprocess.Popen([attend] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen([attend] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=attendenv.ATTEND_ENV)
     chunks = {"out": "", "err": ""}
 
     def drain(stream, key):
@@ -169,10 +170,14 @@ def main():
     ap.add_argument("--stat", choices=["min", "median"], default="min",
                     help="which run time per size to fit: the fastest (least disturbed by other load) or the median")
     ap.add_argument("--max-forward-s", type=float, default=4.0, help="skip a size predicted slower than this")
-    ap.add_argument("--max-rss-mib", type=float, default=3072, help="skip a size predicted to need more resident memory")
+    ap.add_argument("--max-rss-mib", type=float, default=3072,
+                    help="skip a size predicted to need more resident memory (the child's ru_maxrss, which counts "
+                         "this script's own ~20-30 MiB from the fork)")
     ap.add_argument("--out", default="docs/scaling", help="stem: writes STEM.svg, STEM.png, STEM.json")
     ap.add_argument("--from-json", action="store_true", help="redraw from STEM.json, measuring nothing")
+    ap.add_argument("--blas-core", default="inherit", help="as compare.py: inherit, auto or an OpenBLAS core name")
     a = ap.parse_args()
+    attendenv.set_blas_core(a.blas_core)
 
     if a.from_json:
         data = json.load(open(a.out + ".json"))
@@ -187,7 +192,8 @@ def main():
         ids = list(paper) if a.modules == "all" else a.modules.split(",")
         data = dict(command="python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
                     date=datetime.datetime.now().isoformat(timespec="minutes"), sizes=[int(v) for v in a.sizes.split(",")],
-                    channels=a.channels, threads=a.threads, stat=a.stat, rounds=a.rounds, load_start=loadavg(),
+                    channels=a.channels, threads=a.threads, stat=a.stat, rounds=a.rounds,
+                    blas=attendenv.blas_core(a.attend), load_start=loadavg(),
                     modules=[])
         t0 = time.time()
         sizes = [int(v) for v in a.sizes.split(",")]
@@ -208,15 +214,12 @@ def main():
         with open(a.out + ".json", "w") as f:
             json.dump(data, f, indent=1)
     plot(data, a.out)
+    import compare                      # torch comes in here, after every attend process has run
     # Keep docs/benchmarks.md in step when its raw figures are there.
     bench_json = os.path.join(os.path.dirname(a.out) or ".", "benchmarks.json")
     if os.path.exists(bench_json):
-        sys.path.insert(0, HERE)
-        import compare
         with open(os.path.join(os.path.dirname(a.out) or ".", "benchmarks.md"), "w") as f:
             f.write(compare.render(json.load(open(bench_json)), data))
-    sys.path.insert(0, HERE)
-    import compare
     print(compare.scaling_section(data))
 
 

@@ -167,10 +167,16 @@ public final class FastAttModule: AttentionModule {
 }
 
 /// nn.LeakyReLU() (negative slope 0.01) in place: one pass over the buffer (a closure through
-/// `mapInPlace` is not inlined and costs 10% of the forward).
+/// `mapInPlace` is not inlined and costs 10% of the forward), branch-free: `v < 0.01·v` holds
+/// exactly for negative v, so the select vectorises (a `where p[i] < 0` branch mispredicted on
+/// every other element of real-valued features: a quarter of the forward). NaN and −0 unchanged.
 private func leakyReluInPlace(_ t: inout Tensor) {
-    t.withUnsafeMutableBufferPointer { p in
-        for i in 0..<p.count where p[i] < 0 { p[i] *= 0.01 }
+    t.withUnsafeMutableBufferPointer { buf in
+        let p = buf.baseAddress!
+        for i in 0..<buf.count {
+            let v = p[i], s = v * 0.01
+            p[i] = v < s ? s : v
+        }
     }
 }
 
