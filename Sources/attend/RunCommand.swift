@@ -27,6 +27,10 @@ struct Run: ParsableCommand {
           attend run --module compressive --input seq.npy --segments 4 --output out.npy
           attend run --module compressive --input next.npy --memories out.memories.safetensors \\
                      --output next-out.npy
+
+        Many inputs: give --input a folder or a manifest (.txt/.lst, one path a line) and
+        --output a folder; this runs `attend batch` (resumable, summary.csv, shards):
+          attend run --module non-local --input photos/ --output feats/
         """
     )
 
@@ -50,14 +54,33 @@ struct Run: ParsableCommand {
         if let t = threads, t < 1 { throw ValidationError("--threads must be ≥ 1") }
         if !(4...1024).contains(grid) { throw ValidationError("--grid must be in 4...1024") }
         // Checked before any work, so a typo does not cost a whole run.
-        if !["npy", "safetensors"].contains((output as NSString).pathExtension.lowercased()) {
+        if !isMany && !["npy", "safetensors"].contains((output as NSString).pathExtension.lowercased()) {
             throw ValidationError("--output \(output): expected a .npy or .safetensors file name")
         }
         if segments < 1 { throw ValidationError("--segments must be ≥ 1") }
     }
 
+    /// A folder or a manifest of inputs (then --output is a folder).
+    var isMany: Bool {
+        var dir: ObjCBool = false
+        if FileManager.default.fileExists(atPath: input, isDirectory: &dir), dir.boolValue { return true }
+        return ["txt", "lst"].contains((input as NSString).pathExtension.lowercased())
+    }
+
     func run() throws {
         if let t = threads { Threads.count = t }
+        if isMany {
+            guard segments == 1, memories == nil, key == nil else {
+                throw ValidationError("--segments, --memories and --key take a single input, not a folder or manifest")
+            }
+            var args = [input, "--module", module, "--out", output, "--seed", String(seed), "--grid", String(grid),
+                        "--max-pixels", String(maxPixels), "--max-attention", String(maxAttention)]
+            args += settings.flatMap { ["--set", $0] }
+            if let weights { args += ["--weights", weights] }
+            var batch = try Batch.parse(args)
+            try batch.run()
+            return
+        }
         let t = try Registry.type(id: module)
         let x: Tensor
         if InputFile.isTensorFile(input) {

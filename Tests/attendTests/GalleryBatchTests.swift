@@ -141,3 +141,21 @@ final class GalleryBatchTests: XCTestCase {
         XCTAssertTrue(r.stderr.contains("skipped as already done"), r.stderr)
     }
 }
+
+extension GalleryBatchTests {
+    /// `attend run` with a folder (or manifest) as --input runs the batch into --output.
+    func testRunAcceptsAFolderAndAManifest() throws {
+        let photos = try photoFolder()
+        let out = dir.appendingPathComponent("run-out")
+        let r = try runProduct("attend", ["run", "--module", "cbam", "--input", photos.path, "--output", out.path, "--grid", "8"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: out.path).filter { $0.hasSuffix(".npy") }.sorted(),
+                       ["cat_chelsea_jpg.npy", "gray_camera_png.npy"])
+        let manifest = dir.appendingPathComponent("list.txt")
+        try "# one photo\n\(photos.appendingPathComponent("gray_camera.png").path)\n".write(to: manifest, atomically: true, encoding: .utf8)
+        let out2 = dir.appendingPathComponent("run-out2")
+        let m = try runProduct("attend", ["run", "--module", "cbam", "--input", manifest.path, "--output", out2.path, "--grid", "8"])
+        XCTAssertEqual(m.status, 0, m.stderr)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: out2.path).filter { $0.hasSuffix(".npy") }, ["gray_camera_png.npy"])
+    }
+}
