@@ -251,6 +251,16 @@ extension Tensor {
         return out
     }
 
+    /// self[i] = f(self[i]) for every element (an indirect call per element, as `map`).
+    public mutating func mapInPlace(_ f: (Float) -> Float) {
+        withUnsafeMutableBufferPointer { buf in
+            let d = buf.baseAddress!
+            Threads.parallelFor(buf.count, minChunk: 1 << 15) { r in
+                for i in r { d[i] = f(d[i]) }
+            }
+        }
+    }
+
     public static prefix func - (a: Tensor) -> Tensor { a.applying(NegKernel()) }
     /// 1/√x (exact division, not the hardware estimate).
     public func rsqrt() -> Tensor { applying(RsqrtKernel()) }
