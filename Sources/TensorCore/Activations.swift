@@ -10,14 +10,27 @@ public enum GeluApproximation: String, Sendable {
     case tanh
 }
 
+struct ReluKernel: UnaryKernel { @inline(__always) func callAsFunction(_ x: Float) -> Float { x > 0 ? x : (x != x ? x : 0) } }
+struct LeakyReluKernel: UnaryKernel {
+    let slope: Float
+    @inline(__always) func callAsFunction(_ x: Float) -> Float { x >= 0 ? x : x * slope }
+}
+struct HardSigmoidKernel: UnaryKernel {
+    @inline(__always) func callAsFunction(_ x: Float) -> Float { let y = x + 3; return (y < 0 ? 0 : (y > 6 ? 6 : y)) / 6 }
+}
+struct HardSwishKernel: UnaryKernel {
+    @inline(__always) func callAsFunction(_ x: Float) -> Float { let y = x + 3; return x * (y < 0 ? 0 : (y > 6 ? 6 : y)) / 6 }
+}
+
 extension Tensor {
-    public func relu() -> Tensor { map { $0 > 0 ? $0 : ($0 != $0 ? $0 : 0) } }
+    /// max(x, 0); NaN stays NaN, as torch.relu.
+    public func relu() -> Tensor { applying(ReluKernel()) }
 
     /// min(max(x, 0), 6), as torch.nn.ReLU6.
-    public func relu6() -> Tensor { map { $0 < 0 ? 0 : ($0 > 6 ? 6 : $0) } }
+    public func relu6() -> Tensor { applying(ClampKernel(lo: 0, hi: 6)) }
 
     /// x for x ≥ 0, slope·x below (torch default slope 0.01).
-    public func leakyRelu(negativeSlope: Float = 0.01) -> Tensor { map { $0 >= 0 ? $0 : $0 * negativeSlope } }
+    public func leakyRelu(negativeSlope: Float = 0.01) -> Tensor { applying(LeakyReluKernel(slope: negativeSlope)) }
 
     /// x for x > 0, α(eˣ − 1) otherwise (expm1, as torch).
     public func elu(alpha: Float = 1) -> Tensor { map { $0 > 0 ? $0 : alpha * Foundation.expm1($0) } }
@@ -65,20 +78,10 @@ extension Tensor {
     }
 
     /// relu6(x + 3)/6, as timm's hard_sigmoid and torch.nn.Hardsigmoid (up to rounding).
-    public func hardSigmoid() -> Tensor {
-        map { x in
-            let y = x + 3
-            return (y < 0 ? 0 : (y > 6 ? 6 : y)) / 6
-        }
-    }
+    public func hardSigmoid() -> Tensor { applying(HardSigmoidKernel()) }
 
     /// x·relu6(x + 3)/6, as torch.nn.Hardswish.
-    public func hardSwish() -> Tensor {
-        map { x in
-            let y = x + 3
-            return x * (y < 0 ? 0 : (y > 6 ? 6 : y)) / 6
-        }
-    }
+    public func hardSwish() -> Tensor { applying(HardSwishKernel()) }
 }
 
 /// Hyperbolic tangent elementwise (a free function: see the note in Elementwise.swift).

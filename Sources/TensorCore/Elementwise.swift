@@ -165,24 +165,24 @@ extension Tensor {
     public static func * (a: Tensor, b: Tensor) -> Tensor { broadcasting(a, b, MulKernel()) }
     public static func / (a: Tensor, b: Tensor) -> Tensor { broadcasting(a, b, DivKernel()) }
 
-    public static func + (a: Tensor, s: Float) -> Tensor { a.map { $0 + s } }
-    public static func - (a: Tensor, s: Float) -> Tensor { a.map { $0 - s } }
-    public static func * (a: Tensor, s: Float) -> Tensor { a.map { $0 * s } }
+    public static func + (a: Tensor, s: Float) -> Tensor { broadcasting(a, Tensor(scalar: s), AddKernel()) }
+    public static func - (a: Tensor, s: Float) -> Tensor { broadcasting(a, Tensor(scalar: s), SubKernel()) }
+    public static func * (a: Tensor, s: Float) -> Tensor { broadcasting(a, Tensor(scalar: s), MulKernel()) }
     /// Divides (not multiplies by 1/s), so results match torch bit for bit.
-    public static func / (a: Tensor, s: Float) -> Tensor { a.map { $0 / s } }
-    public static func + (s: Float, a: Tensor) -> Tensor { a.map { s + $0 } }
-    public static func - (s: Float, a: Tensor) -> Tensor { a.map { s - $0 } }
-    public static func * (s: Float, a: Tensor) -> Tensor { a.map { s * $0 } }
-    public static func / (s: Float, a: Tensor) -> Tensor { a.map { s / $0 } }
+    public static func / (a: Tensor, s: Float) -> Tensor { broadcasting(a, Tensor(scalar: s), DivKernel()) }
+    public static func + (s: Float, a: Tensor) -> Tensor { broadcasting(Tensor(scalar: s), a, AddKernel()) }
+    public static func - (s: Float, a: Tensor) -> Tensor { broadcasting(Tensor(scalar: s), a, SubKernel()) }
+    public static func * (s: Float, a: Tensor) -> Tensor { broadcasting(Tensor(scalar: s), a, MulKernel()) }
+    public static func / (s: Float, a: Tensor) -> Tensor { broadcasting(Tensor(scalar: s), a, DivKernel()) }
 
     public static func += (a: inout Tensor, b: Tensor) { a.applyBroadcasting(b, AddKernel()) }
     public static func -= (a: inout Tensor, b: Tensor) { a.applyBroadcasting(b, SubKernel()) }
     public static func *= (a: inout Tensor, b: Tensor) { a.applyBroadcasting(b, MulKernel()) }
     public static func /= (a: inout Tensor, b: Tensor) { a.applyBroadcasting(b, DivKernel()) }
-    public static func += (a: inout Tensor, s: Float) { a.mapInPlace { $0 + s } }
-    public static func -= (a: inout Tensor, s: Float) { a.mapInPlace { $0 - s } }
-    public static func *= (a: inout Tensor, s: Float) { a.mapInPlace { $0 * s } }
-    public static func /= (a: inout Tensor, s: Float) { a.mapInPlace { $0 / s } }
+    public static func += (a: inout Tensor, s: Float) { a.applyBroadcasting(Tensor(scalar: s), AddKernel()) }
+    public static func -= (a: inout Tensor, s: Float) { a.applyBroadcasting(Tensor(scalar: s), SubKernel()) }
+    public static func *= (a: inout Tensor, s: Float) { a.applyBroadcasting(Tensor(scalar: s), MulKernel()) }
+    public static func /= (a: inout Tensor, s: Float) { a.applyBroadcasting(Tensor(scalar: s), DivKernel()) }
 
     /// Elementwise maximum with broadcasting; NaN wins, as torch.maximum.
     public static func maximum(_ a: Tensor, _ b: Tensor) -> Tensor { broadcasting(a, b, MaxKernel()) }
@@ -201,9 +201,43 @@ extension Tensor {
 
 // MARK: - Unary
 
+/// A scalar function as a type, so `applying` gets a specialised, vectorisable loop. (A closure
+/// passed through `map` and into the thread pool stays an indirect call per element: about 8×
+/// slower for cheap ops, so `map` is for expensive bodies — libm calls — and one-off code.)
+public protocol UnaryKernel {
+    func callAsFunction(_ x: Float) -> Float
+}
+
+struct NegKernel: UnaryKernel { @inline(__always) func callAsFunction(_ x: Float) -> Float { -x } }
+struct AbsKernel: UnaryKernel { @inline(__always) func callAsFunction(_ x: Float) -> Float { Swift.abs(x) } }
+struct SquareKernel: UnaryKernel { @inline(__always) func callAsFunction(_ x: Float) -> Float { x * x } }
+struct SqrtKernel: UnaryKernel { @inline(__always) func callAsFunction(_ x: Float) -> Float { x.squareRoot() } }
+struct RsqrtKernel: UnaryKernel { @inline(__always) func callAsFunction(_ x: Float) -> Float { 1 / x.squareRoot() } }
+struct ReciprocalKernel: UnaryKernel { @inline(__always) func callAsFunction(_ x: Float) -> Float { 1 / x } }
+struct SignKernel: UnaryKernel { @inline(__always) func callAsFunction(_ x: Float) -> Float { x > 0 ? 1 : (x < 0 ? -1 : x) } }
+struct ClampKernel: UnaryKernel {
+    let lo: Float, hi: Float
+    @inline(__always) func callAsFunction(_ x: Float) -> Float { x < lo ? lo : (x > hi ? hi : x) }
+}
+
 extension Tensor {
-    /// f applied to every element; large tensors are split over `Threads`.
+    /// k applied to every element, with a loop specialised for K; large tensors are split over `Threads`.
     @inline(__always)
+    public func applying<K: UnaryKernel>(_ k: K) -> Tensor {
+        var out = Tensor(uninitialized: shape)
+        withUnsafeBufferPointer { src in
+            out.withUnsafeMutableBufferPointer { dst in
+                let s = src.baseAddress!, d = dst.baseAddress!
+                Threads.parallelFor(src.count, minChunk: 1 << 15) { r in
+                    for i in r { d[i] = k(s[i]) }
+                }
+            }
+        }
+        return out
+    }
+
+    /// f applied to every element. Convenient, but an indirect call per element: prefer
+    /// `applying(_:)` with a `UnaryKernel` in hot code.
     public func map(_ f: (Float) -> Float) -> Tensor {
         var out = Tensor(uninitialized: shape)
         withUnsafeBufferPointer { src in
@@ -217,8 +251,7 @@ extension Tensor {
         return out
     }
 
-    /// self[i] = f(self[i]) for every element.
-    @inline(__always)
+    /// self[i] = f(self[i]) for every element (an indirect call per element, as `map`).
     public mutating func mapInPlace(_ f: (Float) -> Float) {
         withUnsafeMutableBufferPointer { buf in
             let d = buf.baseAddress!
@@ -228,18 +261,18 @@ extension Tensor {
         }
     }
 
-    public static prefix func - (a: Tensor) -> Tensor { a.map { -$0 } }
+    public static prefix func - (a: Tensor) -> Tensor { a.applying(NegKernel()) }
     /// 1/√x (exact division, not the hardware estimate).
-    public func rsqrt() -> Tensor { map { 1 / $0.squareRoot() } }
-    public func squared() -> Tensor { map { $0 * $0 } }
-    public func reciprocal() -> Tensor { map { 1 / $0 } }
+    public func rsqrt() -> Tensor { applying(RsqrtKernel()) }
+    public func squared() -> Tensor { applying(SquareKernel()) }
+    public func reciprocal() -> Tensor { applying(ReciprocalKernel()) }
     /// Clamped to [min, max] (either bound may be nil); NaN stays NaN, as torch.clamp.
     public func clamped(min lo: Float? = nil, max hi: Float? = nil) -> Tensor {
         let l = lo ?? -.infinity, h = hi ?? .infinity
-        return map { $0 < l ? l : ($0 > h ? h : $0) }
+        return applying(ClampKernel(lo: l, hi: h))
     }
     /// −1, 0 or 1; NaN stays NaN.
-    public func sign() -> Tensor { map { $0 > 0 ? 1 : ($0 < 0 ? -1 : $0) } }
+    public func sign() -> Tensor { applying(SignKernel()) }
 }
 
 // Math functions whose names are also global scalar functions (abs, exp, log, sqrt, pow, and
@@ -248,7 +281,7 @@ extension Tensor {
 // there), while a free overload on Tensor coexists with the scalar ones. For the same reason the
 // reductions are `amax`/`amin` (torch's names), not `max`/`min`.
 
-public func abs(_ x: Tensor) -> Tensor { x.map { Swift.abs($0) } }
+public func abs(_ x: Tensor) -> Tensor { x.applying(AbsKernel()) }
 
 /// eˣ through the vectorised `fa_exp` (≈2 ulp; flushes to 0 below −87.3, as expf underflows).
 public func exp(_ x: Tensor) -> Tensor {
@@ -267,7 +300,7 @@ public func exp(_ x: Tensor) -> Tensor {
 /// Natural logarithm; −inf at 0 and NaN below, as torch.
 public func log(_ x: Tensor) -> Tensor { x.map { Foundation.log($0) } }
 
-public func sqrt(_ x: Tensor) -> Tensor { x.map { $0.squareRoot() } }
+public func sqrt(_ x: Tensor) -> Tensor { x.applying(SqrtKernel()) }
 
 /// xᵖ elementwise; the exponents 2, 1/2, 1 and −1 take exact shortcuts.
 public func pow(_ x: Tensor, _ p: Float) -> Tensor {

@@ -42,20 +42,22 @@ extension Tensor {
     }
 
     /// The reduction engine: dst[o, i] = finish(fold over r of combine(acc, src[o, r, i] − center[o, i])).
-    /// Rows are spread over threads when outer is large, columns when inner is.
+    /// Rows are spread over threads when outer is large, columns when inner is. The fold is a
+    /// `ReduceKernel` type, not closures, so each loop is specialised (closures through the
+    /// thread pool cost an indirect call per element).
     @inline(__always)
-    static func reduceLines(outer: Int, size: Int, inner: Int, src: UnsafePointer<Float>,
-                            dst: UnsafeMutablePointer<Float>, center: UnsafePointer<Float>? = nil,
-                            initial: Double, _ combine: (Double, Double) -> Double,
-                            _ finish: (Double) -> Float) {
+    static func reduceLines<K: ReduceKernel>(outer: Int, size: Int, inner: Int, src: UnsafePointer<Float>,
+                                             dst: UnsafeMutablePointer<Float>, center: UnsafePointer<Float>? = nil,
+                                             _ k: K) {
+        let initial = k.initial
         let grain = 1 << 15
         if inner == 1 {
             Threads.parallelFor(outer, minChunk: Swift.max(1, grain / Swift.max(size, 1))) { rows in
                 for o in rows {
                     let p = src + o * size, c = center.map { Double($0[o]) } ?? 0
                     var acc = initial
-                    for i in 0..<size { acc = combine(acc, Double(p[i]) - c) }
-                    dst[o] = finish(acc)
+                    for i in 0..<size { acc = k.combine(acc, Double(p[i]) - c) }
+                    dst[o] = k.finish(acc)
                 }
             }
             return
@@ -73,12 +75,12 @@ extension Tensor {
                     for r in 0..<size {
                         let p = base + r * inner
                         if let c = center {
-                            for j in 0..<a.count { a[j] = combine(a[j], Double(p[j]) - Double(c[out + j])) }
+                            for j in 0..<a.count { a[j] = k.combine(a[j], Double(p[j]) - Double(c[out + j])) }
                         } else {
-                            for j in 0..<a.count { a[j] = combine(a[j], Double(p[j])) }
+                            for j in 0..<a.count { a[j] = k.combine(a[j], Double(p[j])) }
                         }
                     }
-                    for j in 0..<a.count { dst[out + j] = finish(a[j]) }
+                    for j in 0..<a.count { dst[out + j] = k.finish(a[j]) }
                 }
             }
         }
@@ -86,8 +88,7 @@ extension Tensor {
 
     /// Reduces `axes` with the engine above; `center`, when given, has the keepDims output shape.
     @inline(__always)
-    func reduce(_ axes: [Int]?, keepDims: Bool, center: Tensor? = nil, initial: Double,
-                _ combine: (Double, Double) -> Double, _ finish: (Double) -> Float) -> Tensor {
+    func reduce<K: ReduceKernel>(_ axes: [Int]?, keepDims: Bool, center: Tensor? = nil, _ k: K) -> Tensor {
         let ax = reductionAxes(axes)
         let (data, outer, size, inner) = reductionView(ax)
         var out = Tensor(uninitialized: reducedShape(ax, keepDims: keepDims))
@@ -97,11 +98,11 @@ extension Tensor {
                 if let center {
                     center.withUnsafeBufferPointer { c in
                         Tensor.reduceLines(outer: outer, size: size, inner: inner, src: s.baseAddress!, dst: d.baseAddress!,
-                                           center: c.baseAddress!, initial: initial, combine, finish)
+                                           center: c.baseAddress!, k)
                     }
                 } else {
                     Tensor.reduceLines(outer: outer, size: size, inner: inner, src: s.baseAddress!, dst: d.baseAddress!,
-                                       initial: initial, combine, finish)
+                                       k)
                 }
             }
         }
@@ -110,14 +111,14 @@ extension Tensor {
 
     /// Σ over `axes` (nil: all, giving a rank-0 tensor unless keepDims).
     public func sum(axes: [Int]? = nil, keepDims: Bool = false) -> Tensor {
-        reduce(axes, keepDims: keepDims, initial: 0, { $0 + $1 }, { Float($0) })
+        reduce(axes, keepDims: keepDims, SumReduce(scale: 1))
     }
     public func sum(axis: Int, keepDims: Bool = false) -> Tensor { sum(axes: [axis], keepDims: keepDims) }
 
     /// Arithmetic mean over `axes`; NaN over an empty axis, as torch.
     public func mean(axes: [Int]? = nil, keepDims: Bool = false) -> Tensor {
         let ax = reductionAxes(axes), n = Double(ax.map { shape[$0] }.reduce(1, *))
-        return reduce(ax, keepDims: keepDims, initial: 0, { $0 + $1 }, { Float($0 / n) })
+        return reduce(ax, keepDims: keepDims, SumReduce(scale: 1 / n))
     }
     public func mean(axis: Int, keepDims: Bool = false) -> Tensor { mean(axes: [axis], keepDims: keepDims) }
 
@@ -125,7 +126,7 @@ extension Tensor {
     public func amax(axes: [Int]? = nil, keepDims: Bool = false) -> Tensor {
         let ax = reductionAxes(axes)
         precondition(ax.allSatisfy { shape[$0] > 0 }, "amax over an empty axis of \(Shape.format(shape))")
-        return reduce(ax, keepDims: keepDims, initial: -.infinity, { ($1 > $0 || $1 != $1) ? $1 : $0 }, { Float($0) })
+        return reduce(ax, keepDims: keepDims, MaxReduce())
     }
     public func amax(axis: Int, keepDims: Bool = false) -> Tensor { amax(axes: [axis], keepDims: keepDims) }
 
@@ -133,7 +134,7 @@ extension Tensor {
     public func amin(axes: [Int]? = nil, keepDims: Bool = false) -> Tensor {
         let ax = reductionAxes(axes)
         precondition(ax.allSatisfy { shape[$0] > 0 }, "amin over an empty axis of \(Shape.format(shape))")
-        return reduce(ax, keepDims: keepDims, initial: .infinity, { ($1 < $0 || $1 != $1) ? $1 : $0 }, { Float($0) })
+        return reduce(ax, keepDims: keepDims, MinReduce())
     }
     public func amin(axis: Int, keepDims: Bool = false) -> Tensor { amin(axes: [axis], keepDims: keepDims) }
 
@@ -142,7 +143,7 @@ extension Tensor {
     public func variance(axes: [Int]? = nil, unbiased: Bool = true, keepDims: Bool = false) -> Tensor {
         let ax = reductionAxes(axes), n = ax.map { shape[$0] }.reduce(1, *)
         let mu = mean(axes: ax, keepDims: true), d = Double(unbiased ? n - 1 : n)
-        return reduce(ax, keepDims: keepDims, center: mu, initial: 0, { $0 + $1 * $1 }, { Float($0 / d) })
+        return reduce(ax, keepDims: keepDims, center: mu, SquareSumReduce(divisor: d, root: false))
     }
     public func variance(axis: Int, unbiased: Bool = true, keepDims: Bool = false) -> Tensor {
         variance(axes: [axis], unbiased: unbiased, keepDims: keepDims)
@@ -150,7 +151,7 @@ extension Tensor {
 
     /// Euclidean (L2) norm over `axes`, as torch.linalg.vector_norm.
     public func norm(axes: [Int]? = nil, keepDims: Bool = false) -> Tensor {
-        reduce(axes, keepDims: keepDims, initial: 0, { $0 + $1 * $1 }, { Float($0.squareRoot()) })
+        reduce(axes, keepDims: keepDims, SquareSumReduce(divisor: 1, root: true))
     }
     public func norm(axis: Int, keepDims: Bool = false) -> Tensor { norm(axes: [axis], keepDims: keepDims) }
 
@@ -159,7 +160,7 @@ extension Tensor {
     public func logsumexp(axes: [Int]? = nil, keepDims: Bool = false) -> Tensor {
         let ax = reductionAxes(axes)
         let m = amax(axes: ax, keepDims: true).map { $0.isInfinite ? 0 : $0 }
-        let s = reduce(ax, keepDims: true, center: m, initial: 0, { $0 + Foundation.exp($1) }, { Float(Foundation.log($0)) })
+        let s = reduce(ax, keepDims: true, center: m, LogSumExpReduce())
         let out = s + m
         return keepDims ? out : out.reshaped(reducedShape(ax, keepDims: false))
     }
@@ -200,6 +201,46 @@ extension Tensor {
         }
         return IndexTensor(shape: reducedShape([a], keepDims: keepDims), scalars: idx)
     }
+}
+
+/// One reduction as a type: start value, fold step, and the final conversion to Float.
+protocol ReduceKernel {
+    var initial: Double { get }
+    func combine(_ acc: Double, _ x: Double) -> Double
+    func finish(_ acc: Double) -> Float
+}
+
+/// Σx·scale: sum (scale 1) and mean (scale 1/R).
+struct SumReduce: ReduceKernel {
+    let scale: Double
+    var initial: Double { 0 }
+    @inline(__always) func combine(_ acc: Double, _ x: Double) -> Double { acc + x }
+    @inline(__always) func finish(_ acc: Double) -> Float { Float(acc * scale) }
+}
+/// Σx²/divisor, or its square root: variance (about a centre) and the L2 norm.
+struct SquareSumReduce: ReduceKernel {
+    let divisor: Double, root: Bool
+    var initial: Double { 0 }
+    @inline(__always) func combine(_ acc: Double, _ x: Double) -> Double { acc + x * x }
+    @inline(__always) func finish(_ acc: Double) -> Float { Float(root ? (acc / divisor).squareRoot() : acc / divisor) }
+}
+/// NaN-propagating maximum.
+struct MaxReduce: ReduceKernel {
+    var initial: Double { -.infinity }
+    @inline(__always) func combine(_ acc: Double, _ x: Double) -> Double { (x > acc || x != x) ? x : acc }
+    @inline(__always) func finish(_ acc: Double) -> Float { Float(acc) }
+}
+/// NaN-propagating minimum.
+struct MinReduce: ReduceKernel {
+    var initial: Double { .infinity }
+    @inline(__always) func combine(_ acc: Double, _ x: Double) -> Double { (x < acc || x != x) ? x : acc }
+    @inline(__always) func finish(_ acc: Double) -> Float { Float(acc) }
+}
+/// log Σ exp(x − centre), the centre added back by the caller.
+struct LogSumExpReduce: ReduceKernel {
+    var initial: Double { 0 }
+    @inline(__always) func combine(_ acc: Double, _ x: Double) -> Double { acc + Foundation.exp(x) }
+    @inline(__always) func finish(_ acc: Double) -> Float { Float(Foundation.log(acc)) }
 }
 
 // MARK: - Top-k and sorting

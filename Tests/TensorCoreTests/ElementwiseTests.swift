@@ -114,3 +114,21 @@ final class ElementwiseTests: XCTestCase {
         XCTAssertEqual(x.softplus()[0, 0, 0], 30, "above the threshold softplus returns x itself")
     }
 }
+
+/// A custom kernel, as a module would write one for a hot elementwise op.
+private struct AffineKernel: UnaryKernel {
+    let a: Float, b: Float
+    func callAsFunction(_ x: Float) -> Float { a * x + b }
+}
+
+final class ElementwiseKernelTests: XCTestCase {
+    func testApplyingMapAndMapInPlaceAgree() {
+        let x = randomTensor([3, 70_000], seed: 13)
+        let viaKernel = x.applying(AffineKernel(a: 2, b: -1))
+        XCTAssertEqual(viaKernel.scalars, x.map { 2 * $0 - 1 }.scalars)
+        var y = x
+        y.mapInPlace { 2 * $0 - 1 }
+        XCTAssertEqual(y.scalars, viaKernel.scalars)
+        XCTAssertFalse(y.sharesStorage(with: x))
+    }
+}
