@@ -56,29 +56,13 @@ public final class LinearTransformerAttention: AttentionModule {
 
     public init(config: Config, inputShape: [Int], parameters p: Parameters) throws {
         var config = config
-        guard inputShape.count == 3 else {
-            throw ModuleError.badInput(module: Self.info.id, expected: "N×L×C", found: inputShape)
-        }
-        try config.resolveChannels("d_model", from: inputShape[2])
-        dModel = config.int("d_model")
-        nHeads = config.int("n_heads")
-        guard config.isSet("d_keys") && config.isSet("d_values") || dModel / nHeads > 0 else {
-            throw ConfigError.inconsistent(module: Self.info.id, message: "n_heads=\(nHeads) > d_model=\(dModel) leaves d_model // n_heads = 0")
-        }
-        dKeys = config.optionalInt("d_keys") ?? dModel / nHeads
-        dValues = config.optionalInt("d_values") ?? dModel / nHeads
+        let layer = try AttentionLayerProjections(config: &config, inputShape: inputShape, parameters: p, module: Self.info.id)
+        (dModel, nHeads, dKeys, dValues) = (layer.dModel, layer.nHeads, layer.dKeys, layer.dValues)
+        (queryProjection, keyProjection) = (layer.query, layer.key)
+        (valueProjection, outProjection) = (layer.value, layer.out)
         causal = config.bool("causal")
         eps = Float(config.float("eps"))
         self.config = config
-        queryProjection = Linear(p.scoped("query_projection"), inFeatures: dModel, outFeatures: dKeys * nHeads)
-        var key = Linear(p.scoped("key_projection"), inFeatures: dModel, outFeatures: dKeys * nHeads)
-        if !p.isLoading {
-            key.weight = queryProjection.weight      // similarity initialisation
-            key.bias = queryProjection.bias
-        }
-        keyProjection = key
-        valueProjection = Linear(p.scoped("value_projection"), inFeatures: dModel, outFeatures: dValues * nHeads)
-        outProjection = Linear(p.scoped("out_projection"), inFeatures: dValues * nHeads, outFeatures: dModel)
     }
 
     var normaliser: KernelNormaliser { .denominator(eps: eps) }
