@@ -38,7 +38,7 @@ import TensorCore
 /// (+`.bias` with attn_out_bias), and the buffer `fast_attention.projection_matrix` (m×dim_head),
 /// which a checkpoint carries like PyTorch's state_dict; seeded, it is drawn from the module's
 /// generator as the reference draws it (QR of Gaussian blocks). Untrained, `to_k` = `to_q`.
-public final class PerformerAttention: AttentionModule {
+public final class PerformerAttention: AttentionModule, KernelFeatureModule {
     public static let info = ModuleInfo(
         id: "performer", title: "Rethinking Attention with Performers (FAVOR+)", arxiv: "2009.14794", year: 2021,
         complexity: "O(N m D)", complexityExponent: 1, kind: .sequence, causal: true,
@@ -265,23 +265,15 @@ public final class PerformerAttention: AttentionModule {
 
     var normaliser: KernelNormaliser { causal ? .keySum(eps: 1e-6) : .denominator(eps: 0) }
 
+    var kernelChannels: Int { dim }
+    var kernelHeads: Int { heads }
+    var kernelCausal: Bool { causal }
+
     public func callAsFunction(_ x: Tensor) throws -> Tensor {
-        try KernelizedAttention.checkTokens(x, channels: dim, module: Self.info.id)
-        let y = try withFeatures(x) { phi, v, m in
-            KernelizedAttention.run(batch: x.shape[0], heads: heads, length: x.shape[1], m: m, v: v,
-                                    normaliser: normaliser, causal: causal, features: phi)   // N, L, H·d
-        }
-        return try toOut(y)
+        try toOut(try kernelForward(x))
     }
 
     public func attentionMap(_ x: Tensor, query: MapQuery) throws -> AttentionMap {
-        try KernelizedAttention.checkTokens(x, channels: dim, module: Self.info.id)
-        let i = try KernelizedAttention.checkQuery(query, length: x.shape[1], heads: heads, module: Self.info.id)
-        return try withFeatures(x.batchItem(0)) { phi, _, m in
-            KernelizedAttention.headMap(heads: heads, length: x.shape[1], head: query.head) { h in
-                KernelizedAttention.weights(features: phi, batch: 0, head: h, heads: heads, query: i, length: x.shape[1],
-                                            m: m, normaliser: normaliser, causal: causal)
-            }
-        }
+        try kernelMap(x, query: query)
     }
 }

@@ -36,7 +36,7 @@ import TensorCore
 ///
 /// Keys: `to_q.weight` (+bias with qkv_bias), `to_k.*`, `to_v.*`, `to_out.weight`/`.bias`,
 /// buffer `fast_attention.projection_matrix` (nb_features × dim_head). Untrained, to_k = to_q.
-public final class PerformerFavorAttention: AttentionModule {
+public final class PerformerFavorAttention: AttentionModule, KernelFeatureModule {
     public static let info = ModuleInfo(
         id: "performer-favor",
         title: "Masked Language Modeling for Proteins via Linearly Scalable Long-Context Transformers (FAVOR)",
@@ -190,23 +190,15 @@ public final class PerformerFavorAttention: AttentionModule {
 
     var normaliser: KernelNormaliser { renormalize ? .guarded(eps: stabilizer) : .none }
 
+    var kernelChannels: Int { dim }
+    var kernelHeads: Int { heads }
+    var kernelCausal: Bool { unidirectional }
+
     public func callAsFunction(_ x: Tensor) throws -> Tensor {
-        try KernelizedAttention.checkTokens(x, channels: dim, module: Self.info.id)
-        let y = try withFeatures(x) { phi, v, m in
-            KernelizedAttention.run(batch: x.shape[0], heads: heads, length: x.shape[1], m: m, v: v,
-                                    normaliser: normaliser, causal: unidirectional, features: phi)   // N, L, H·d
-        }
-        return try toOut(y)
+        try toOut(try kernelForward(x))
     }
 
     public func attentionMap(_ x: Tensor, query: MapQuery) throws -> AttentionMap {
-        try KernelizedAttention.checkTokens(x, channels: dim, module: Self.info.id)
-        let i = try KernelizedAttention.checkQuery(query, length: x.shape[1], heads: heads, module: Self.info.id)
-        return try withFeatures(x.batchItem(0)) { phi, _, m in
-            KernelizedAttention.headMap(heads: heads, length: x.shape[1], head: query.head) { h in
-                KernelizedAttention.weights(features: phi, batch: 0, head: h, heads: heads, query: i, length: x.shape[1],
-                                            m: m, normaliser: normaliser, causal: unidirectional)
-            }
-        }
+        try kernelMap(x, query: query)
     }
 }

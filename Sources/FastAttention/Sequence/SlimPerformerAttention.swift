@@ -32,7 +32,7 @@ import TensorCore
 ///
 /// Keys: `q_map`, `k_map`, `v_map` (`.weight`, `.bias`), optional buffer `rfs`. Untrained,
 /// `k_map` = `q_map` (similarity initialisation).
-public final class SlimPerformerAttention: AttentionModule {
+public final class SlimPerformerAttention: AttentionModule, KernelFeatureModule {
     public static let info = ModuleInfo(
         id: "slim-performer", title: "Sub-Linear Memory: How to Make Performers SLiM", arxiv: "2012.11346", year: 2020,
         complexity: "O(N m D)", complexityExponent: 1, kind: .sequence, causal: true,
@@ -205,22 +205,16 @@ public final class SlimPerformerAttention: AttentionModule {
 
     static let normaliser = KernelNormaliser.denominator(eps: 1e-16)
 
+    var kernelChannels: Int { hiddenDim }
+    var kernelHeads: Int { nHeads }
+    var kernelCausal: Bool { true }
+    var normaliser: KernelNormaliser { Self.normaliser }
+
     public func callAsFunction(_ x: Tensor) throws -> Tensor {
-        try KernelizedAttention.checkTokens(x, channels: hiddenDim, module: Self.info.id)
-        return try withFeatures(x) { phi, v, m in
-            KernelizedAttention.run(batch: x.shape[0], heads: nHeads, length: x.shape[1], m: m, v: v,
-                                    normaliser: Self.normaliser, causal: true, features: phi)     // N, L, hidden
-        }
+        try kernelForward(x)
     }
 
     public func attentionMap(_ x: Tensor, query: MapQuery) throws -> AttentionMap {
-        try KernelizedAttention.checkTokens(x, channels: hiddenDim, module: Self.info.id)
-        let i = try KernelizedAttention.checkQuery(query, length: x.shape[1], heads: nHeads, module: Self.info.id)
-        return try withFeatures(x.batchItem(0)) { phi, _, m in
-            KernelizedAttention.headMap(heads: nHeads, length: x.shape[1], head: query.head, label: "causal implicit weights") { h in
-                KernelizedAttention.weights(features: phi, batch: 0, head: h, heads: nHeads, query: i, length: x.shape[1],
-                                            m: m, normaliser: Self.normaliser, causal: true)
-            }
-        }
+        try kernelMap(x, query: query, label: "causal implicit weights")
     }
 }
