@@ -181,6 +181,30 @@ public enum BucketedAttention {
 
     /// out[b,h] for every problem p = b·heads + h: chunked attention over `plans[p]`, combined per
     /// position. q and k have d columns, v dv, at their operands' strides; out is length × dv.
+    /// `forward` on token tensors with heads as contiguous channel slices: q, k, v are
+    /// N×L×(H·d) and so is the result. No copies: heads are read in place through strides.
+    public static func forward(plans: [Plan], heads: Int, q: Tensor, k: Tensor, v: Tensor,
+                               masking: Masking, combine: Combine) -> Tensor {
+        let (n, l, hd) = (q.shape[0], q.shape[1], q.shape[2])
+        let d = hd / heads
+        var out = Tensor(uninitialized: [n, l, hd])                  // N, L, H·d
+        q.withUnsafeBufferPointer { qp in
+            k.withUnsafeBufferPointer { kp in
+                v.withUnsafeBufferPointer { vp in
+                    out.withUnsafeMutableBufferPointer { op in
+                        forward(plans: plans, heads: heads, length: l, d: d, dv: d,
+                                q: .init(base: qp.baseAddress!, ld: hd, batchStride: l * hd, headStride: d),
+                                k: .init(base: kp.baseAddress!, ld: hd, batchStride: l * hd, headStride: d),
+                                v: .init(base: vp.baseAddress!, ld: hd, batchStride: l * hd, headStride: d),
+                                out: op.baseAddress!, outLd: hd, outBatchStride: l * hd, outHeadStride: d,
+                                masking: masking, combine: combine)
+                    }
+                }
+            }
+        }
+        return out
+    }
+
     public static func forward(
         plans: [Plan], heads: Int, length: Int, d: Int, dv: Int,
         q: AttentionOperand, k: AttentionOperand, v: AttentionOperand,

@@ -209,22 +209,8 @@ public final class LSHSelfAttention: AttentionModule {
         let plans = plans(qk, n: n, l: l, lp: lp)
         var masking = masking
         masking.validLength = l
-        var out = Tensor(uninitialized: [n, lp, hd])                 // N, Lp, H·d
-        qk.withUnsafeBufferPointer { qp in
-            k.withUnsafeBufferPointer { kp in
-                v.withUnsafeBufferPointer { vp in
-                    out.withUnsafeMutableBufferPointer { op in
-                        BucketedAttention.forward(
-                            plans: plans, heads: heads, length: lp, d: headSize, dv: headSize,
-                            q: .init(base: qp.baseAddress!, ld: hd, batchStride: lp * hd, headStride: headSize),
-                            k: .init(base: kp.baseAddress!, ld: hd, batchStride: lp * hd, headStride: headSize),
-                            v: .init(base: vp.baseAddress!, ld: hd, batchStride: lp * hd, headStride: headSize),
-                            out: op.baseAddress!, outLd: hd, outBatchStride: lp * hd, outHeadStride: headSize,
-                            masking: masking, combine: .logsumexp)
-                    }
-                }
-            }
-        }
+        let out = BucketedAttention.forward(plans: plans, heads: heads, q: qk, k: k, v: v,
+                                            masking: masking, combine: .logsumexp)   // N, Lp, H·d
         return lp == l ? out : out.sliced(axis: 1, range: 0..<l)      // N, L, H·d
     }
 

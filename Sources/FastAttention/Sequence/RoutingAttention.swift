@@ -329,22 +329,8 @@ public final class RoutingAttention: AttentionModule {
         let hd = heads * dimHead
         let (q, k, v) = try projections(x)
         let plans = plans(q: q, k: k, n: n, l: l)
-        var out = Tensor(uninitialized: [n, l, hd])                  // N, L, H·d
-        q.withUnsafeBufferPointer { qp in
-            k.withUnsafeBufferPointer { kp in
-                v.withUnsafeBufferPointer { vp in
-                    out.withUnsafeMutableBufferPointer { op in
-                        BucketedAttention.forward(
-                            plans: plans, heads: heads, length: l, d: dimHead, dv: dimHead,
-                            q: .init(base: qp.baseAddress!, ld: hd, batchStride: l * hd, headStride: dimHead),
-                            k: .init(base: kp.baseAddress!, ld: hd, batchStride: l * hd, headStride: dimHead),
-                            v: .init(base: vp.baseAddress!, ld: hd, batchStride: l * hd, headStride: dimHead),
-                            out: op.baseAddress!, outLd: hd, outBatchStride: l * hd, outHeadStride: dimHead,
-                            masking: masking, combine: .mean(eps: 1e-5))
-                    }
-                }
-            }
-        }
+        let out = BucketedAttention.forward(plans: plans, heads: heads, q: q, k: k, v: v,
+                                            masking: masking, combine: .mean(eps: 1e-5))   // N, L, H·d
         return try toOut(out)                                        // N, L, dim
     }
 

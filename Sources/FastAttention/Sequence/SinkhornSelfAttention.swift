@@ -298,22 +298,8 @@ public final class SinkhornSelfAttention: AttentionModule {
                 plan(weights: w[p], k: kp.baseAddress! + (p / heads) * l * hd + (p % heads) * dimHead, l: l, valid: valid)
             }
         }
-        var out = Tensor(uninitialized: [n, l, hd])                  // N, L, H·d
-        q.withUnsafeBufferPointer { qp in
-            k.withUnsafeBufferPointer { kp in
-                v.withUnsafeBufferPointer { vp in
-                    out.withUnsafeMutableBufferPointer { op in
-                        BucketedAttention.forward(
-                            plans: plans, heads: heads, length: l, d: dimHead, dv: dimHead,
-                            q: .init(base: qp.baseAddress!, ld: hd, batchStride: l * hd, headStride: dimHead),
-                            k: .init(base: kp.baseAddress!, ld: hd, batchStride: l * hd, headStride: dimHead),
-                            v: .init(base: vp.baseAddress!, ld: hd, batchStride: l * hd, headStride: dimHead),
-                            out: op.baseAddress!, outLd: hd, outBatchStride: l * hd, outHeadStride: dimHead,
-                            masking: masking(valid: valid), combine: .logsumexp)
-                    }
-                }
-            }
-        }
+        let out = BucketedAttention.forward(plans: plans, heads: heads, q: q, k: k, v: v,
+                                            masking: masking(valid: valid), combine: .logsumexp)   // N, L, H·d
         return try toOut(out)                                        // N, Lp, dim
     }
 
