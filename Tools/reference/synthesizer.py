@@ -52,6 +52,19 @@ def main():
         config = dict(in_dims=shape[2], sentence_length=shape[1])
         common.save_fixture(name, "synthesizer", config, f"{REFERENCE} {cls.__name__}", m, x, y, amap, (0, i))
 
+    # The paper's dense synthesizer: W1 is d×d (the reference's is L wide), W2 maps d → L. The
+    # reference's forward with its `dense` swapped for the paper's widths (hidden_dims = in_dims).
+    d, l = 12, 21
+    m = s.SynthesizerDense(d, l).eval()
+    m.dense = torch.nn.Sequential(torch.nn.Linear(d, d), torch.nn.ReLU(), torch.nn.Linear(d, l))
+    common.randomise_(m, g)
+    x = torch.randn((2, l, d), generator=g)
+    with torch.no_grad():
+        y, attention = m(x)
+    amap = attention[0, 13].reshape(1, 1, -1).clone()
+    common.save_fixture("synthesizer-paper-hidden", "synthesizer", dict(in_dims=d, sentence_length=l, hidden_dims=d),
+                        f"{REFERENCE} SynthesizerDense with the paper's d-wide W1", m, x, y, amap, (0, 13))
+
 
 if __name__ == "__main__":
     main()

@@ -23,10 +23,11 @@ import TensorCore
 ///
 /// - Input N×L×in_dims (L = sentence_length), output N×L×in_dims.
 /// - Map (per-query): row i of the synthesised matrix the forward uses (softmax(Bᵢ), Rᵢ, ...), over
-///   positions. For `dense` a row costs O(L²) — W₂ is an L×L parameter — never O(L²) memory beyond it.
+///   positions. For `dense` a row costs O(L·h) — W₂ is an L×h parameter — never O(L²) memory beyond it.
 /// - Cost: O(L²·D) for random and the factorized variants (the paper's point is no QKᵀ, not
-///   sub-quadratic cost). `dense` is O(L²·(L + D)): the reference's hidden layer is L wide (the
-///   paper's W₁ is d×d), so W₂ (L×L) meets every position — fitted exponent ≈ 2.9, not 2.
+///   sub-quadratic cost). `dense` is O(L²·(h + D)) for a hidden layer h wide: the reference's is
+///   L wide (h = L: W₂ is L×L and the cost O(L³), fitted exponent ≈ 2.9), the paper's W₁ is d×d
+///   (`hidden_dims=<in_dims>`: O(L²·D), exponent 2).
 ///
 /// Quirks of the reference, reproduced (seq-b.md quirk 4):
 /// - `SynthesizerRandom` never applies softmax to R (`self.softmax` is unused): Y = R·V with R
@@ -42,8 +43,8 @@ import TensorCore
 ///   tensor (bound √(6/(L² + L))), `key_fc = query_fc` for
 ///   factorized_random (similarity initialisation). Dense and random have no query/key to tie.
 ///
-/// Keys: `value_fc.weight` (in×in), `value_fc.bias`, plus `dense.0.weight` (L×in), `dense.0.bias`,
-/// `dense.2.weight` (L×L), `dense.2.bias` | `attention` (1×L×L) | `a_proj.*` (4×in), `b_proj.*`
+/// Keys: `value_fc.weight` (in×in), `value_fc.bias`, plus `dense.0.weight` (h×in), `dense.0.bias`,
+/// `dense.2.weight` (L×h), `dense.2.bias` (h = `hidden_dims`, L unless set) | `attention` (1×L×L) | `a_proj.*` (4×in), `b_proj.*`
 /// (L/4×in) | `query_fc.*`, `key_fc.*` (8×in).
 public final class SynthesizerAttention: AttentionModule {
     public enum Variant: String, CaseIterable, Sendable {
@@ -63,7 +64,7 @@ public final class SynthesizerAttention: AttentionModule {
                 "factorized_random is the reference's rank-8 input-dependent QK^T without scale, not R1 R2^T",
                 "factorized_dense tiles both factors (j mod 4, j mod L/4) and needs L % 4 == 0",
                 "single head, no output projection; L must equal sentence_length",
-                "dense: the reference's hidden layer is L wide (the paper's is d), so it costs O(L^3) and holds an L x L W2",
+                "dense: the reference's hidden layer is L wide (the paper's is d), so it costs O(L^3) and holds an L x L W2; hidden_dims=<in_dims> gives the paper's O(L^2 d)",
                 "causal (not in the reference): future logits masked before the softmax, or zeroed in R",
                 "untrained: PyTorch-default weights, so dense and random maps are position-wise noise (no query/key to tie); factorized_random starts with key_fc = query_fc"])
 
@@ -72,6 +73,8 @@ public final class SynthesizerAttention: AttentionModule {
         ConfigKey("sentence_length", .int(1...1 << 20), default: .none, "sequence length L (taken from the input when unset)"),
         ConfigKey("variant", .choice(Variant.allCases.map(\.rawValue)), default: .string("dense"),
                   "which reference class (loaded weights decide; an explicit value must agree)"),
+        ConfigKey("hidden_dims", .int(1...1 << 20), default: .none,
+                  "dense: width h of dense.0 (unset: sentence_length, the reference's; in_dims: the paper's W1)"),
         ConfigKey("causal", .bool, default: .bool(false), "mask the future (the paper's decoder setting)"),
         ConfigKey("fixed", .bool, default: .bool(false), "SynthesizerRandom's frozen R (training only; no effect here)"),
         ConfigKey("random_softmax", .bool, default: .bool(false), "random: softmax(R) as the paper (the reference uses R as is)"),
@@ -79,10 +82,10 @@ public final class SynthesizerAttention: AttentionModule {
 
     public let config: Config
     public let variant: Variant
-    let inDims: Int, length: Int, causal: Bool
+    let inDims: Int, length: Int, hidden: Int, causal: Bool
     let valueFC: Linear
-    let dense0: Linear?              // dense.0: in → L
-    let denseKeys: Tensor?           // L × (L+1): [W₂ | b₂], the keys of the dense variant
+    let dense0: Linear?              // dense.0: in → h
+    let denseKeys: Tensor?           // L × (h+1): [W₂ | b₂], the keys of the dense variant
     let mixing: Tensor?              // L × L: R (masked / softmaxed as configured) for random
     let aProj: Linear?, bProj: Linear?
     let queryFC: Linear?, keyFC: Linear?
@@ -102,8 +105,10 @@ public final class SynthesizerAttention: AttentionModule {
                 message: "sentence_length=\(s) but the input has L=\(l) tokens (they must be equal)")
         }
         config.setDerived("sentence_length", .int(l))
-        (inDims, length, causal) = (c, l, config.bool("causal"))
-        variant = try Self.variant(config: config, parameters: p, l: l, c: c)
+        let h = config.optionalInt("hidden_dims") ?? l
+        config.setDerived("hidden_dims", .int(h))
+        (inDims, length, hidden, causal) = (c, l, h, config.bool("causal"))
+        variant = try Self.variant(config: config, parameters: p, l: l, c: c, h: h)
         self.config = config
         if variant == .factorizedDense, l % 4 != 0 {
             throw ConfigError.inconsistent(module: id,
@@ -114,9 +119,9 @@ public final class SynthesizerAttention: AttentionModule {
         var (aProj, bProj, queryFC, keyFC): (Linear?, Linear?, Linear?, Linear?) = (nil, nil, nil, nil)
         switch variant {
         case .dense:
-            dense0 = Linear(p.scoped("dense.0"), inFeatures: c, outFeatures: l)
-            let w2 = Linear(p.scoped("dense.2"), inFeatures: l, outFeatures: l)
-            denseKeys = Tensor.concatenated([w2.weight, w2.bias!.reshaped([l, 1])], axis: 1)   // L, L+1
+            dense0 = Linear(p.scoped("dense.0"), inFeatures: c, outFeatures: h)
+            let w2 = Linear(p.scoped("dense.2"), inFeatures: h, outFeatures: l)
+            denseKeys = Tensor.concatenated([w2.weight, w2.bias!.reshaped([l, 1])], axis: 1)   // L, h+1
         case .random:
             // xavier_uniform_ on the 1×L×L parameter: torch's fan_in = size(1)·L = L², fan_out = size(0)·L = L.
             let bound = (6 / Float(l * l + l)).squareRoot()
@@ -138,10 +143,10 @@ public final class SynthesizerAttention: AttentionModule {
 
     /// The variant the weights' names call for (probing one distinctive key per class, in order,
     /// so keys of a second class stay unexpected), or the configured one when seeded.
-    static func variant(config: Config, parameters p: Parameters, l: Int, c: Int) throws -> Variant {
+    static func variant(config: Config, parameters p: Parameters, l: Int, c: Int, h: Int) throws -> Variant {
         let configured = Variant(rawValue: config.string("variant"))!
         guard p.isLoading else { return configured }
-        let probes: [(String, [Int], Variant)] = [("dense.0.weight", [l, c], .dense), ("attention", [1, l, l], .random),
+        let probes: [(String, [Int], Variant)] = [("dense.0.weight", [h, c], .dense), ("attention", [1, l, l], .random),
                                                   ("a_proj.weight", [4, c], .factorizedDense),
                                                   ("query_fc.weight", [8, c], .factorizedRandom)]
         var found: Variant?
@@ -181,26 +186,26 @@ public final class SynthesizerAttention: AttentionModule {
         }
     }
 
-    /// Dense-variant queries [relu(W₁xᵢ + b₁), 1]: N×L×(L+1), written in place.
+    /// Dense-variant queries [relu(W₁xᵢ + b₁), 1]: N×L×(h+1), written in place.
     func denseQueries(_ x: Tensor) -> Tensor {
-        let n = x.shape[0], l = length, w = l + 1, d0 = dense0!
+        let n = x.shape[0], l = length, h = hidden, w = h + 1, d0 = dense0!
         var q = Tensor(uninitialized: [n, l, w])
         q.withUnsafeMutableBufferPointer { qp in
             let o = qp.baseAddress!
             d0.bias!.withUnsafeBufferPointer { bp in
                 for r in 0..<(n * l) {
-                    (o + r * w).update(from: bp.baseAddress!, count: l)
-                    o[r * w + l] = 1
+                    (o + r * w).update(from: bp.baseAddress!, count: h)
+                    o[r * w + h] = 1
                 }
             }
             x.withUnsafeBufferPointer { xp in
                 d0.weight.withUnsafeBufferPointer { wp in
-                    // (N·L)×in · (L×in)ᵀ accumulated onto the bias, rows L+1 apart
-                    BLAS.gemm(transB: true, m: n * l, n: l, k: inDims, a: xp.baseAddress!, lda: inDims,
+                    // (N·L)×in · (h×in)ᵀ accumulated onto the bias, rows h+1 apart
+                    BLAS.gemm(transB: true, m: n * l, n: h, k: inDims, a: xp.baseAddress!, lda: inDims,
                               b: wp.baseAddress!, ldb: inDims, beta: 1, c: o, ldc: w)
                 }
             }
-            for r in 0..<(n * l) { for j in 0..<l where o[r * w + j] < 0 { o[r * w + j] = 0 } }
+            for r in 0..<(n * l) { for j in 0..<h where o[r * w + j] < 0 { o[r * w + j] = 0 } }
         }
         return q
     }
@@ -221,8 +226,8 @@ public final class SynthesizerAttention: AttentionModule {
         let v = try valueFC(x)                                               // N, L, in
         switch variant {
         case .dense:
-            let q = denseQueries(x)                                          // N, L, L+1
-            let n = x.shape[0], l = length, w = l + 1
+            let q = denseQueries(x)                                          // N, L, h+1
+            let n = x.shape[0], l = length, w = hidden + 1
             var out = Tensor(uninitialized: [n, l, inDims])                  // N, L, in
             q.withUnsafeBufferPointer { qp in
                 denseKeys!.withUnsafeBufferPointer { kp in
@@ -293,8 +298,8 @@ public final class SynthesizerAttention: AttentionModule {
             let q = denseQueries(x0)
             row = q.withUnsafeBufferPointer { qp in
                 denseKeys!.withUnsafeBufferPointer { kp in
-                    DenseAttention.weights(query: qp.baseAddress! + i * (l + 1), keys: kp.baseAddress!, ldk: l + 1,
-                                           lk: l, d: l + 1, scale: 1, visible: visible)
+                    DenseAttention.weights(query: qp.baseAddress! + i * (hidden + 1), keys: kp.baseAddress!,
+                                           ldk: hidden + 1, lk: l, d: hidden + 1, scale: 1, visible: visible)
                 }
             }
         case .random:
