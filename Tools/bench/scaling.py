@@ -14,7 +14,18 @@ least disturbed by other load. Before a size, its time and resident memory are p
 previous size with the larger of the paper's exponent and the one measured so far; a size
 predicted over --max-forward-s a forward or --max-rss-mib resident is skipped and said so
 (a quadratic module's 128² can need GiBs: input-independent holds heads×N² logits).
-The paper exponent is `complexity_exponent` from `attend list --json`.
+The paper exponent is `complexity_exponent` from `attend list --json`. Over a finite range a
+paper's cost does not grow as its leading exponent: a log N factor adds ≈ 0.11 between 64² and
+128², and a linear term such as interlaced-sparse's N·D² (D = 64 here) holds the slope of
+N·D² + N·√N·D at 1.29. So the exponent a module is judged against (`paper_fit`) is the
+least-squares slope of the paper's own cost over the same sizes, evaluated with D = C when the
+complexity is written in N, D, H, W, log and sqrt alone (otherwise N^e, times log N if it has one).
+
+Two modules are run with the config their paper's complexity assumes, set per size (each point's
+`settings` in the JSON, and the table's note say so): interlaced-sparse with blocks of ~√N pixels
+(down_factor = round(√S) a side; the default fixed 8×8 block makes the long-range hop quadratic/64)
+and synthesizer with the paper's d-wide hidden layer (hidden_dims = C; the reference's is N wide,
+O(N³)). Every other module runs its default config.
 """
 import argparse
 import datetime
@@ -67,6 +78,63 @@ def fit(xs, ys):
     return sum((p[0] - mx) * (p[1] - my) for p in pts) / sxx if sxx > 0 else None
 
 
+# Config the paper's complexity assumes, per map side S and channels C (see the docstring).
+PAPER_SETTINGS = {
+    "interlaced-sparse": lambda s, c: {"down_factor": f"{max(1, round(math.sqrt(s)))},{max(1, round(math.sqrt(s)))}"},
+    "synthesizer": lambda s, c: {"hidden_dims": str(c)},
+}
+PAPER_SETTINGS_NOTE = {
+    "interlaced-sparse": "down_factor = round(√S) a side (blocks of ~√N pixels, the paper's choice)",
+    "synthesizer": "hidden_dims = C (the paper's d-wide W1; the reference's N-wide one is O(N³))",
+}
+
+
+def complexity_function(complexity):
+    """The paper's cost as a function of (N, D) when its O(...) is written in N, D, H, W (H = W = √N),
+    log and sqrt alone, e.g. "O(N D^2 + N sqrt(N) D)"; None when it names other symbols (k, m, g, ...,
+    whose values the paper leaves to the config)."""
+    import re
+    body = (complexity or "").strip()
+    if not (body.startswith("O(") and body.endswith(")")):
+        return None
+    tokens = re.findall(r"[A-Za-z_]+|\d+(?:\.\d+)?|\^|[-+*/()]|\S", body[2:-1])
+    functions, names = {"log", "sqrt"}, {"N", "D", "H", "W"}
+    out, prev = [], None
+    for t in tokens:
+        if t.isidentifier() and t not in functions | names:
+            return None
+        starts = t == "(" or t[0].isalnum()
+        ends = prev is not None and (prev == ")" or (prev[0].isalnum() and prev not in functions))
+        if starts and ends:
+            out.append("*")                       # implicit product: "N D", "N sqrt(N)", "(H+W) D"
+        out.append("**" if t == "^" else t)
+        prev = t
+    expr = "".join(out)
+
+    def cost(n, d):
+        return eval(expr, {"__builtins__": {}}, dict(N=n, D=d, H=math.sqrt(n), W=math.sqrt(n),
+                                                     log=math.log, sqrt=math.sqrt))
+    try:
+        cost(4096.0, 64.0)
+    except Exception:
+        return None
+    return cost
+
+
+def paper_slope(complexity, exponent, ns, channels):
+    """What a measured fit over the sizes ns should come out as: the least-squares slope of the
+    paper's own cost there, with D = C (so "N D^2 + N sqrt(N) D" counts its linear term, and a
+    log N factor its growth); the bare exponent when the cost names config symbols."""
+    if len(ns) < 2:
+        return exponent
+    cost = complexity_function(complexity)
+    if cost is None:
+        if complexity and "log(N" in complexity:
+            return fit(ns, [n ** exponent * math.log(n) for n in ns])
+        return exponent
+    return fit(ns, [cost(float(n), float(channels)) for n in ns])
+
+
 def measure_module(a, mid, paper, sizes, predict=True):
     points, skipped = [], []
     for s in sizes:
@@ -84,21 +152,23 @@ def measure_module(a, mid, paper, sizes, predict=True):
                 skipped.append(dict(size=s, reason=f"predicted {rss_pred / 1024:.1f} GiB resident > "
                                                   f"{a.max_rss_mib / 1024:.1f} GiB"))
                 break
+        settings = PAPER_SETTINGS[mid](s, a.channels) if mid in PAPER_SETTINGS else {}
+        sets = [arg for k, v in settings.items() for arg in ("--set", f"{k}={v}")]
         out, err, rc, rss = run_attend_rss(a.attend, ["bench", "--module", mid, "--sizes", str(s), "--channels",
                                                       str(a.channels), "--threads", str(a.threads), "--repeats",
-                                                      str(a.repeats), "--min-time", str(a.min_time), "--json"])
+                                                      str(a.repeats), "--min-time", str(a.min_time), "--json"] + sets)
         if rc != 0:
             skipped.append(dict(size=s, reason=(err.strip().splitlines() or [f"exit {rc}"])[-1][:160]))
             break
         r = json.loads(out)["sizes"][0]
         ms = r.get(a.stat + "_ms", r["median_ms"])
         points.append(dict(size=s, n=n, ms=ms, median_ms=r["median_ms"], min_ms=r.get("min_ms"), peak_mib=r["peak_mib"],
-                           rss_mib=rss, runs=r["runs"], load=loadavg()))
+                           rss_mib=rss, runs=r["runs"], load=loadavg(), settings=settings))
         print(f"{mid:20s} {s:4d}² {ms:10.3f} ms ({a.stat})  rss {rss:7.1f} MiB  load {loadavg()}", file=sys.stderr)
     return points, skipped
 
 
-def summarise(mid, paper, rounds, skipped):
+def summarise(mid, paper, rounds, skipped, complexity=None, channels=64):
     """One point a size: the round with the lowest time (each round's is kept under `rounds`)."""
     points = []
     for i, p in enumerate(rounds[0]):
@@ -108,10 +178,15 @@ def summarise(mid, paper, rounds, skipped):
         points.append(best)
     xs, ys = [p["n"] for p in points], [p["ms"] for p in points]
     tail_k = 3 if len(points) >= 4 else 2
-    m = dict(module=mid, paper=paper, points=points, skipped=skipped,
-             fitted=fit(xs, ys), tail=fit(xs[-tail_k:], ys[-tail_k:]) if len(points) >= 2 else None)
-    if skipped:
-        m["note"] = "; ".join(f"{k['size']}² skipped: {k['reason']}" for k in skipped)
+    m = dict(module=mid, paper=paper, complexity=complexity, points=points, skipped=skipped,
+             fitted=fit(xs, ys), tail=fit(xs[-tail_k:], ys[-tail_k:]) if len(points) >= 2 else None,
+             paper_fit=paper_slope(complexity, paper, xs[-tail_k:], channels))
+    notes = [PAPER_SETTINGS_NOTE[mid]] if mid in PAPER_SETTINGS_NOTE else []
+    if abs(m["paper_fit"] - paper) >= 0.005:
+        notes.append(f"paper's {complexity} at D = C over these sizes: slope {m['paper_fit']:.2f}")
+    notes += [f"{k['size']}² skipped: {k['reason']}" for k in skipped]
+    if notes:
+        m["note"] = "; ".join(notes)
     return m
 
 
@@ -131,11 +206,13 @@ def plot(data, stem):
         ax.loglog(xs, ys, "o-", color="#1f77b4", ms=3.5, lw=1.4, label="Swift")
         # The paper's slope, through the largest measured point.
         x0, y0 = xs[-1], ys[-1]
-        lo = min(xs)
-        ax.loglog([lo, x0], [y0 * (lo / x0) ** m["paper"], y0], "--", color="#d62728", lw=1.1,
-                  label=f"paper N^{m['paper']:g}")
+        logn = "log(N" in (m.get("complexity") or "")
+        model = [x ** m["paper"] * (math.log(x) if logn else 1) for x in xs]
+        ax.loglog(xs, [y0 * v / model[-1] for v in model], "--", color="#d62728", lw=1.1,
+                  label=f"paper N^{m['paper']:g}" + (" log N" if logn else ""))
         tail = "—" if m.get("tail") is None else f"{m['tail']:.2f}"
-        ax.set_title(f"{m['module']}\npaper {m['paper']:g}, fit {tail}", fontsize=8)
+        shown = m.get("paper_fit") or m["paper"]
+        ax.set_title(f"{m['module']}\npaper {shown:.3g}, fit {tail}", fontsize=8)
         ax.tick_params(labelsize=6)
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -184,11 +261,12 @@ def main():
     else:
         listing = json.loads(subprocess.run([a.attend, "list", "--json"], check=True, capture_output=True,
                                             text=True).stdout)
-        paper = {}
+        paper, complexity = {}, {}
         for r in listing:
             if "complexity_exponent" not in r:
                 sys.exit("attend list --json has no complexity_exponent: rebuild attend")
             paper.setdefault(r["id"], r["complexity_exponent"])
+            complexity.setdefault(r["id"], r.get("complexity"))
         ids = list(paper) if a.modules == "all" else a.modules.split(",")
         data = dict(command="python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
                     date=datetime.datetime.now().isoformat(timespec="minutes"), sizes=[int(v) for v in a.sizes.split(",")],
@@ -207,7 +285,7 @@ def main():
                 rounds.setdefault(mid, []).append(pts)
                 if rnd == 0:
                     skipped[mid] = sk
-        data["modules"] = [summarise(mid, paper[mid], rounds[mid], skipped[mid]) for mid in ids]
+        data["modules"] = [summarise(mid, paper[mid], rounds[mid], skipped[mid], complexity[mid], a.channels) for mid in ids]
         data["load_end"] = loadavg()
         data["wall_s"] = round(time.time() - t0, 1)
         os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
