@@ -390,6 +390,7 @@ def sparse_transformer(c, s):
                  "reference is masked-dense O(N²) (openai's blocksparse op is GPU-only); Swift is block-sparse",
                  kind="seq", keep=[m])
 
+
 # --- builders added for the remaining modules (A) ---
 
 def scram(c, s):
