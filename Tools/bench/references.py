@@ -510,7 +510,8 @@ def routing(c, s):
         kmeans.initted.fill_(False)            # k-means initialised from this call's input, as the Swift default
         return m(x)[0]
     return Built(forward, kv(**cfg), f.REFERENCE,
-                 "both initialise the k-means means from each call's input (randperm + 10 iterations)",
+                 "reference's kmeans.initted is reset every call, so both (Swift by default) initialise the means "
+                 "from each call's input: randperm + 10 k-means iterations",
                  kind="seq", keep=[m])
 
 
