@@ -391,6 +391,140 @@ def sparse_transformer(c, s):
                  kind="seq", keep=[m])
 
 
+# --- builders added for the remaining modules (A) ---
+
+def scram(c, s):
+    f = fixture("scram")
+    cfg = dict(in_channels=c, key_channels=max(c // 2, 1), value_channels=c, topk=8, iterations=5)
+    m = f.SCRAM(**cfg).eval()
+    if s * s > 32 * 32:
+        # Measured (1 thread, locked): 0.57 s a forward at 16×16, 2.7 s at 32×32, 11.8 s at 64×64; a
+        # compare.py row runs it ≥ 10 times.
+        raise Unavailable(f"reference PatchMatch is a pure-Python loop over every query and candidate: "
+                          f"11.8 s a forward at 64×64 (2.7 s at 32×32), not a speed reference at {s}×{s}")
+    m.set_draws(1, s, s, torch.Generator().manual_seed(0))
+    x = map_input(c, s)
+    return Built(lambda: m(x), kv(**cfg), "own paper reference (Tools/reference/scram.py)",
+                 "reference PatchMatch is a pure-Python loop in float64", keep=[m])
+
+
+def product_key_memory(c, s):
+    from product_key_memory import PKM
+    fixture("pkm")                                            # the fixture's imports (colt5-attention) load
+    cfg = dict(dim=c, heads=4, num_keys=128, topk=32, dim_head=128)
+    m = PKM(**cfg).eval()
+    x = seq_input(c, s)
+    return Built(lambda: m(x), kv(**cfg), "product-key-memory 0.3.0 PKM", kind="seq", keep=[m])
+
+
+def bp_transformer(c, s):
+    f = fixture("bp_transformer")
+    cfg = dict(dim_model=c, h=4, dim_ff=4 * c, n_layers=2, step=4)
+    m = f.BPTStack(**cfg).eval()
+    x = seq_input(c, s)
+    graph = m.graph(x.shape[1])
+    m.graph = lambda n: graph                 # the graph is built once, outside the timed forward
+    return Built(lambda: m(x), kv(**cfg, triu=True),
+                 "PyTorch reference of yzh119/BPT BPTBlock stack (Tools/reference/bp_transformer.py)",
+                 "reference is dense masked attention over all 2L-1 graph nodes, O(N²) (BPT's own kernel is "
+                 "CUDA-only); Swift is block-sparse over the graph", kind="seq", keep=[m])
+
+
+def compressive(c, s):
+    from compressive_transformer_pytorch.compressive_transformer_pytorch import SelfAttention
+    fixture("compressive")
+    l = s * s
+    cfg = dict(dim=c, seq_len=l, mem_len=l, cmem_len=l // 4, cmem_ratio=4, heads=8)
+    m = SelfAttention(**cfg).eval()
+    x = seq_input(c, s)
+    return Built(lambda: m(x)[0], kv(**cfg), "compressive-transformer-pytorch 0.4.0 SelfAttention (empty memories)",
+                 kind="seq", keep=[m])
+
+
+def reformer(c, s):
+    f = fixture("reformer")
+    l = s * s
+    chunk = 64
+    buckets = 2 ** ((2 * (l // chunk)).bit_length() - 1)       # HF's rule (no factorisation up to 4096 tokens)
+    cfg = dict(hidden_size=c, num_attention_heads=12, attention_head_size=64, lsh_attn_chunk_length=chunk,
+               num_buckets=buckets, num_hashes=1, lsh_num_chunks_before=1, lsh_num_chunks_after=0, is_decoder=False)
+    m = f.mr.LSHSelfAttention(f.ReformerConfig(attn_layers=["lsh"], **cfg), layer_idx=0).eval()
+    x = seq_input(c, s)
+    return Built(lambda: m(x).hidden_states, kv(**cfg), f.REFERENCE,
+                 "reference draws its random rotations every call (hash_seed unset); Swift draws them once",
+                 kind="seq", keep=[m])
+
+
+def sinkhorn(c, s):
+    f = fixture("sinkhorn")
+    l = s * s
+    cfg = dict(dim=c, bucket_size=64, max_seq_len=l, heads=8, non_permutative=True, n_top_buckets=1)
+    m = f.st.SinkhornSelfAttention(**cfg).eval()
+    x = seq_input(c, s)
+    return Built(lambda: m(x), kv(**cfg), f.REFERENCE, kind="seq", keep=[m])
+
+
+def transformer_on_a_diet(c, s):
+    import functools
+    f = fixture("transformer_on_diet")
+    cfg = dict(units=c, num_heads=4, model="dilated", layer=2, kernel_size=3, d_base=2)
+    m = f.DietAttention(**cfg).eval()
+    x = seq_input(c, s)
+    if not hasattr(f.diet_mask, "cache_info"):
+        f.diet_mask = functools.lru_cache(maxsize=4)(f.diet_mask)
+    f.diet_mask(x.shape[1], *m.mask_args)     # the mask is built once, outside the timed forward
+    return Built(lambda: m(x), kv(**cfg), "masked-dense port of transformer-on-diet (Tools/reference/transformer_on_diet.py)",
+                 "reference is masked-dense O(N²) over an L×L mask with 3 keys a row; Swift computes the 3 keys only",
+                 kind="seq", keep=[m])
+
+
+def talk_conv(c, s):
+    f = fixture("talk_conv")
+    cfg = dict(hid_dim=c, num_heads=1, min_len_left=1, min_len_right=1, decode=False)
+    m = f.TaLKConvReference(**cfg).eval()
+    xt = seq_input(c, s).transpose(0, 1).contiguous()          # the reference's T×B×C layout
+    return Built(lambda: m(xt).transpose(0, 1), kv(**cfg),
+                 "pure-PyTorch TaLKConv reference (Tools/reference/talk_conv.py; the authors' kernel is CUDA-only)",
+                 kind="seq", keep=[m])
+
+
+def sac(c, s):
+    f = fixture("sac")
+    cfg = dict(dim=c, heads=2, num_edges=8, window=2, num_random=16, causal=False)
+    m = f.SACAttention(**cfg).eval()
+    x = seq_input(c, s)
+    rnd = m.draw_random(x.shape[1], torch.Generator().manual_seed(0))
+    return Built(lambda: m(x, rnd), kv(**cfg), "own paper reference (Tools/reference/sac.py)", kind="seq", keep=[m])
+
+
+def routing(c, s):
+    f = fixture("routing")
+    l = s * s
+    window = max(d for d in range(1, math.isqrt(l) + 1) if l % d == 0)
+    cfg = dict(dim=c, depth=1, max_seq_len=l, heads=8, local_attn_heads=0, window_size=window, causal=False)
+    m = f.rt.SelfAttention(**cfg).eval()
+    x = seq_input(c, s)
+    kmeans = m.global_attn.kmeans
+
+    def forward():
+        kmeans.initted.fill_(False)            # k-means initialised from this call's input, as the Swift default
+        return m(x)[0]
+    return Built(forward, kv(**cfg), f.REFERENCE,
+                 "reference's kmeans.initted is reset every call, so both (Swift by default) initialise the means "
+                 "from each call's input: randperm + 10 k-means iterations",
+                 kind="seq", keep=[m])
+
+
+def longformer(c, s):
+    f = fixture("longformer")
+    cfg = dict(hidden_size=c, num_attention_heads=4, attention_window=64)
+    config = f.LongformerConfig(**dict(cfg, attention_window=[64]), attention_probs_dropout_prob=0.0)
+    m = f.LongformerSelfAttention(config, layer_id=0).eval()
+    x = seq_input(c, s)
+    return Built(lambda: f.hf_forward(m, x, 0, output_attentions=False)[0], kv(**cfg, global_tokens=0),
+                 f.REFERENCE, kind="seq", keep=[m])
+
+
 BUILDERS: Dict[str, Callable[[int, int], Built]] = {
     "non-local": non_local,
     "cbam": cbam,
@@ -420,6 +554,18 @@ BUILDERS: Dict[str, Callable[[int, int], Built]] = {
     "nystromformer": nystromformer,
     "star-transformer": star_transformer,
     "sparse-transformer": sparse_transformer,
+    # --- registered for the remaining modules (A) ---
+    "scram": scram,
+    "product-key-memory": product_key_memory,
+    "bp-transformer": bp_transformer,
+    "compressive": compressive,
+    "reformer": reformer,
+    "sinkhorn": sinkhorn,
+    "transformer-on-a-diet": transformer_on_a_diet,
+    "talk-conv": talk_conv,
+    "sac": sac,
+    "routing": routing,
+    "longformer": longformer,
 }
 
 
