@@ -17,12 +17,16 @@ GitHub-only references and their env vars (commits as in the fixture scripts):
   FA_REF_YET_ANOTHER_MOBILENET_SERIES meijieru/yet_another_mobilenet_series (6715961) autonl
   FA_REF_FANET                        feinanshan/FANet (d4e5e3c)                     fast-attention
   FA_REF_OPENSEG                      openseg-group/openseg.pytorch (aefc755)        interlaced-sparse
-  FA_REF_FAST_TRANSFORMERS            pytorch-fast-transformers-0.4.0 sdist          linear-transformer
+  FA_REF_FAST_TRANSFORMERS            pytorch-fast-transformers-0.4.0 sdist          linear-transformer, clustered
   FA_REF_SYNTHESIZER                  leaderj1001/Synthesizer-... (3ee5829)          synthesizer
   FA_REF_SET_TRANSFORMER              juho-lee/set_transformer (73432c6)             set-transformer
   FA_REF_SLIM                         google-research slim_performer/pytorch files   slim-performer
   FA_REF_PAM (optional)               SamuelJoutard/Permutohedral_attention_module   permutohedral
                                       (without it: the fixture's pure-Python lattice transliteration)
+  FA_REF_JUKEBOX                      openai/jukebox (08efbbc)                       jukebox
+  FA_REF_SMYRF                        giannisdaras/smyrf (bbbc82e)                   smyrf
+  FA_REF_INFORMER                     zhouhaoyi/Informer2020 (29f2a73)               informer
+  FA_REF_LMTOOL                       IDSIA/lmtool-fwms src folder (52ada3d)         fast-weights
 
 Usage as a library:  import references; b = references.build("non-local", 64, 64); b.forward()
 """
@@ -523,6 +527,181 @@ def longformer(c, s):
     x = seq_input(c, s)
     return Built(lambda: f.hf_forward(m, x, 0, output_attentions=False)[0], kv(**cfg, global_tokens=0),
                  f.REFERENCE, kind="seq", keep=[m])
+# --- builders added for the remaining modules (B) ---------------------------------------------------
+
+def _import_isolated(load, tops, preset=None):
+    """Runs `load` (a fixture import) with the sys.modules entries of the top-level packages
+    `tops` set aside (and the modules in `preset` put in their place), then puts them back: two
+    checkouts that both ship a `utils` package (Informer2020, lmtool-fwms), or fast-transformers
+    imported once with extension stubs that raise (linear_transformer.py) and once with
+    transliterations (clustered.py), each keep their own modules whatever the order the builders
+    run in."""
+    stash = {k: sys.modules.pop(k) for k in list(sys.modules) if k.split(".")[0] in tops}
+    sys.modules.update(preset or {})
+    try:
+        return load()
+    finally:
+        for k in [k for k in sys.modules if k.split(".")[0] in tops]:
+            del sys.modules[k]
+        sys.modules.update(stash)
+
+
+def etc(c, s):
+    f = fixture("etc")
+    cfg = dict(hidden_size=c, num_attention_heads=4, local_radius=8, global_seq_len=16, num_hidden_layers=2,
+               relative_pos_max_distance=4)
+    m = f.ETC(**cfg).eval()
+    x = seq_input(c, s)
+    side = m.side_inputs(x.shape[1])
+    m.side_inputs = lambda n: side            # masks and relative ids built once, outside the timed forward
+    return Built(lambda: m(x), kv(**cfg), "own restatement of etcmodel GlobalLocalTransformerLayers (Tools/reference/etc.py)",
+                 "reference takes etcmodel's dense path: L×L logits with the local mask, O(N²); Swift is windowed",
+                 kind="seq", keep=[m])
+
+
+def multiscale_transformer(c, s):
+    f = fixture("multiscale_transformer")
+    cfg = dict(dim=c, heads=4, window=32, pool=8, causal=True)
+    m = f.RetinaAttention(**cfg).eval()
+    x = seq_input(c, s)
+    mask = m.mask(x.shape[1])
+    m.mask = lambda l: mask                   # built once, outside the timed forward
+    return Built(lambda: m(x), kv(**cfg), "own masked-dense paper reference (Tools/reference/multiscale_transformer.py)",
+                 "reference is masked-dense L×(L+L/pool), O(N²); Swift computes only the window and the coarse spans",
+                 kind="seq", keep=[m])
+
+
+def jukebox(c, s):
+    f = fixture("jukebox")
+    l = s * s
+    blocks = min((d for d in range(1, l + 1) if l % d == 0), key=lambda d: abs(d - math.sqrt(l)))
+    cfg = dict(n_in=c, n_ctx=l, n_state=c, n_head=2, mask=True, attn_func=1, blocks=blocks)
+    m = f.FactoredAttention(**cfg).eval()
+    x = seq_input(c, s)
+    return Built(lambda: m(x), kv(**cfg), "openai/jukebox 08efbbc FactoredAttention (attn_func 1, row)",
+                 kind="seq", keep=[m])
+
+
+def gmat(c, s):
+    f = fixture("gmat")
+    cfg = dict(hidden_size=c, num_attention_heads=4, num_memory=8, local_radius=8, num_hidden_layers=2)
+    m = f.GMAT(**cfg).eval()
+    x = seq_input(c, s)
+    mask = m.additive_mask(x.shape[1])
+    m.additive_mask = lambda n: mask          # built once, outside the timed forward
+    return Built(lambda: m(x), kv(**cfg), "own HF BertLayer stack + memory (Tools/reference/gmat.py)",
+                 "reference is HF BertLayer with a dense (M+L)² additive mask, O(N²); Swift is windowed",
+                 kind="seq", keep=[m])
+
+
+def clustered(c, s):
+    import numpy as np
+    f = _import_isolated(lambda: fixture("clustered"), {"fast_transformers"})
+    att = f.ClusteredAttention(clusters=100, iterations=10, bits=32, hash_bias=True, attention_dropout=0.0)
+    layer = f.AttentionLayer(att, d_model=c, n_heads=4).eval()
+    x = seq_input(c, s)
+    l = x.shape[1]
+    full, lengths = f.FullMask(l, l), f.LengthMask(torch.full((1,), l, dtype=torch.int64))
+
+    def forward(seed=[0]):
+        # The reference draws its hash planes (torch) and initial centroids (numpy) every call;
+        # the same seed each call, so the transliterated k-means (which raises where the C++
+        # kernel would re-seed an empty cluster from std::random_device) runs the same clustering.
+        torch.manual_seed(seed[0])
+        np.random.seed(seed[0])
+        return layer(x, x, x, full, lengths, lengths)
+    for seed in range(3):
+        try:
+            forward.__defaults__[0][0] = seed
+            with torch.no_grad():
+                forward()
+            break
+        except RuntimeError as e:
+            if "empty cluster" not in str(e) or seed == 2:
+                raise
+    return Built(forward, kv(d_model=c, n_heads=4, attention_type="clustered", clusters=100, iterations=10, bits=32,
+                             hash_bias=True, attention_dropout=0.0),
+                 "fast-transformers 0.4.0 AttentionLayer(ClusteredAttention), C++ CPU kernels as Python loops "
+                 "(Tools/reference/clustered.py)",
+                 "reference's hashing, k-means and aggregate kernels are Python/torch transliterations of the unbuilt "
+                 "C++ extensions (per-token loops): not a speed reference",
+                 kind="seq", keep=[layer])
+
+
+def big_bird(c, s):
+    f = fixture("big_bird")
+    cfg = dict(hidden_size=c, num_attention_heads=4, block_size=16, num_random_blocks=3, use_bias=True)
+    config = f.BigBirdConfig(**cfg, attention_type="block_sparse", max_position_embeddings=max(512, s * s),
+                             attention_probs_dropout_prob=0.0, hidden_dropout_prob=0.0)
+    m = f.mbb.BigBirdBlockSparseAttention(config).eval()
+    x = seq_input(c, s)
+    b = cfg["block_size"]
+    if x.shape[1] % b or x.shape[1] <= (5 + 2 * cfg["num_random_blocks"]) * b:
+        raise Unavailable(f"L={x.shape[1]} is not the block-sparse case of block_size {b} (see big_bird.py)")
+    blocked, band, from_m, to_m = f.mbb.BigBirdModel.create_masks_for_block_sparse_attn(torch.ones(1, x.shape[1]), b)
+    return Built(lambda: m(x, band_mask=band, from_mask=from_m, to_mask=to_m, from_blocked_mask=blocked,
+                           to_blocked_mask=blocked)[0], kv(**cfg),
+                 "transformers 5.23.0 BigBirdBlockSparseAttention, eval mode",
+                 "HF 5.23 also fills a dense H×L×L attention_probs every call (O(N²), unused here)",
+                 kind="seq", keep=[m])
+
+
+def memformer(c, s):
+    f = fixture("memformer_fixtures")
+    cfg = dict(dim=c, num_memory_slots=8, num_mem_updates=1, mem_update_attn_heads=8, enc_num_tokens=256,
+               enc_max_seq_len=s * s, enc_depth=1, enc_heads=8)
+    m = f.Memformer(encoder_only=True, **cfg).eval()
+    ids = torch.randint(cfg["enc_num_tokens"], (1, s * s), generator=torch.Generator().manual_seed(s))
+    return Built(lambda: m(ids), kv(encoder_only=True, **cfg), "memformer 0.3.1 Memformer(encoder_only=True)",
+                 "reference input is token ids (its embedding lookup included; Swift takes the embedded tokens)",
+                 kind="seq", keep=[m])
+
+
+def smyrf(c, s):
+    f = fixture("smyrf")
+    cfg = dict(n_hashes=4, q_cluster_size=32, k_cluster_size=32, r=1.0)
+    m = f.SmyrfAttention(**cfg).eval()
+    x = seq_input(c, s)
+
+    def forward():
+        f.draws.clear()                       # the fixture's record of E2LSH draws, one per call
+        return m(x, x, x)
+    return Built(forward, kv(**cfg), "giannisdaras/smyrf bbbc82e SmyrfAttention (queries = keys = values = input)",
+                 "reference redraws its E2LSH projections every call (cheap); Swift draws them once", kind="seq",
+                 keep=[m])
+
+
+def informer(c, s):
+    f = fixture("informer")
+    AttentionLayer, ProbAttention = _import_isolated(lambda: call_loader(f.load_classes), {"models", "utils"})
+    inner = ProbAttention(mask_flag=True, factor=5, attention_dropout=0.1, output_attention=False)
+    layer = AttentionLayer(inner, d_model=c, n_heads=8, mix=False).eval()
+    x = seq_input(c, s)
+    return Built(lambda: layer(x, x, x, None)[0], kv(d_model=c, n_heads=8, mix=False, mask_flag=True, factor=5),
+                 "Informer2020 29f2a73 AttentionLayer(ProbAttention)",
+                 "reference draws its key samples every call and builds a dense L×L ProbMask (O(N²) bools)",
+                 kind="seq", keep=[layer])
+
+
+def fast_weights(c, s):
+    import contextlib
+    import io
+    import types
+    src = os.environ.get("FA_REF_LMTOOL")
+    if not src:
+        raise Unavailable("set FA_REF_LMTOOL to the src folder of an IDSIA/lmtool-fwms checkout")
+    # lmtool's utils/ has no __init__.py: a namespace package, which any regular `utils` package
+    # on sys.path (Informer2020's) would win over; give the fixture's import lmtool's by name.
+    utils = types.ModuleType("utils")
+    utils.__path__ = [os.path.join(src, "utils")]
+    f = _import_isolated(lambda: fixture("fast_weights"), {"utils"}, {"utils": utils})
+    cfg = dict(n_head=4, d_model=c, d_head=c // 4, n_roll=2)
+    with contextlib.redirect_stdout(io.StringIO()):           # its constructor prints a banner
+        m = f.CudaNormFastWeightDPFPTransformerLayer(dropout=0.0, layer_id=0, num_layer=1, **cfg).eval()
+    x = seq_input(c, s)
+    return Built(lambda: m(x.transpose(0, 1)).transpose(0, 1), kv(**cfg),
+                 "IDSIA lmtool-fwms CudaNormFastWeightDPFPTransformerLayer (Tools/reference/fast_weights.py)",
+                 "reference runs the CUDA delta-rule kernel as a Python loop over the L steps", kind="seq", keep=[m])
 
 
 BUILDERS: Dict[str, Callable[[int, int], Built]] = {
@@ -566,6 +745,17 @@ BUILDERS: Dict[str, Callable[[int, int], Built]] = {
     "sac": sac,
     "routing": routing,
     "longformer": longformer,
+    # --- builders added for the remaining modules (B) ---
+    "etc": etc,
+    "multiscale-transformer": multiscale_transformer,
+    "jukebox": jukebox,
+    "gmat": gmat,
+    "clustered": clustered,
+    "big-bird": big_bird,
+    "memformer": memformer,
+    "smyrf": smyrf,
+    "informer": informer,
+    "fast-weights": fast_weights,
 }
 
 
