@@ -249,6 +249,21 @@ public struct Config: Sendable {
         }
         values[name] = .int(input)
     }
+
+    /// The width and head count of a multi-head module on N×L×C tokens: the input must have rank
+    /// 3, `channelsKey` is set from (or checked against) C, and `headsKey` must divide it.
+    public mutating func resolveTokenHeads(_ channelsKey: String, heads headsKey: String,
+                                           inputShape: [Int]) throws -> (channels: Int, heads: Int) {
+        guard inputShape.count == 3 else {
+            throw ModuleError.badInput(module: module, expected: "N×L×C", found: inputShape)
+        }
+        try resolveChannels(channelsKey, from: inputShape[2])
+        let c = int(channelsKey), h = int(headsKey)
+        guard c % h == 0 else {
+            throw ConfigError.inconsistent(module: module, message: "\(channelsKey)=\(c) is not a multiple of \(headsKey)=\(h)")
+        }
+        return (c, h)
+    }
 }
 
 extension StringProtocol {

@@ -69,20 +69,11 @@ public final class BigBirdBlockSparseAttention: BlockSparseModule {
 
     public init(config: Config, inputShape: [Int], parameters p: Parameters) throws {
         var config = config
-        guard inputShape.count == 3 else {
-            throw ModuleError.badInput(module: Self.info.id, expected: "N×L×C", found: inputShape)
-        }
-        try config.resolveChannels("hidden_size", from: inputShape[2])
+        (channels, heads) = try config.resolveTokenHeads("hidden_size", heads: "num_attention_heads", inputShape: inputShape)
         self.config = config
-        channels = config.int("hidden_size")
-        heads = config.int("num_attention_heads")
         blockSize = config.int("block_size")
         randomBlocks = config.int("num_random_blocks")
         sparse = config.string("attention_type") == "block_sparse"
-        guard channels % heads == 0 else {
-            throw ConfigError.inconsistent(module: Self.info.id,
-                message: "hidden_size=\(channels) is not a multiple of num_attention_heads=\(heads)")
-        }
         let bias = config.bool("use_bias")
         query = Linear(p.scoped("query"), inFeatures: channels, outFeatures: channels, bias: bias)
         let k = Linear(p.scoped("key"), inFeatures: channels, outFeatures: channels, bias: bias)

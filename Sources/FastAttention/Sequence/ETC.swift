@@ -103,12 +103,7 @@ public final class ETC: AttentionModule {
     public init(config: Config, inputShape: [Int], parameters p: Parameters) throws {
         var config = config
         let id = Self.info.id
-        guard inputShape.count == 3 else { throw ModuleError.badInput(module: id, expected: "N×L×C", found: inputShape) }
-        try config.resolveChannels("hidden_size", from: inputShape[2])
-        let c = config.int("hidden_size"), h = config.int("num_attention_heads")
-        guard c % h == 0 else {
-            throw ConfigError.inconsistent(module: id, message: "hidden_size=\(c) is not a multiple of num_attention_heads=\(h)")
-        }
+        let (c, h) = try config.resolveTokenHeads("hidden_size", heads: "num_attention_heads", inputShape: inputShape)
         if !config.isSet("intermediate_size") { try config.resolveChannels("intermediate_size", from: 4 * c) }
         let m = config.int("relative_pos_max_distance")
         var vocab = 0

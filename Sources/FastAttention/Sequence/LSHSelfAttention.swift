@@ -204,7 +204,7 @@ public final class LSHSelfAttention: AttentionModule {
     public func callAsFunction(_ x: Tensor) throws -> Tensor {
         try check(x)
         let (n, l) = (x.shape[0], x.shape[1])
-        let lp = paddedLength(l), hd = heads * headSize
+        let lp = paddedLength(l)
         let (qk, k, v) = try projections(x, lp: lp)
         let plans = plans(qk, n: n, l: l, lp: lp)
         var masking = masking

@@ -66,20 +66,11 @@ public final class LongformerSelfAttention: BlockSparseModule {
 
     public init(config: Config, inputShape: [Int], parameters p: Parameters) throws {
         var config = config
-        guard inputShape.count == 3 else {
-            throw ModuleError.badInput(module: Self.info.id, expected: "N×L×C", found: inputShape)
-        }
-        try config.resolveChannels("hidden_size", from: inputShape[2])
+        (channels, heads) = try config.resolveTokenHeads("hidden_size", heads: "num_attention_heads", inputShape: inputShape)
         self.config = config
-        channels = config.int("hidden_size")
-        heads = config.int("num_attention_heads")
         let aw = config.int("attention_window")
         guard aw % 2 == 0 else {
             throw ConfigError.inconsistent(module: Self.info.id, message: "attention_window=\(aw) must be even (HF asserts it)")
-        }
-        guard channels % heads == 0 else {
-            throw ConfigError.inconsistent(module: Self.info.id,
-                message: "hidden_size=\(channels) is not a multiple of num_attention_heads=\(heads)")
         }
         window = aw / 2
         globals = config.int("global_tokens")
