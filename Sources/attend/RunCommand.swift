@@ -77,7 +77,7 @@ struct Run: ParsableCommand {
                         "--max-pixels", String(maxPixels), "--max-attention", String(maxAttention)]
             args += settings.flatMap { ["--set", $0] }
             if let weights { args += ["--weights", weights] }
-            var batch = try Batch.parse(args)
+            let batch = try Batch.parse(args)
             try batch.run()
             return
         }
