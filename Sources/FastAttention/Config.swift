@@ -250,17 +250,23 @@ public struct Config: Sendable {
         values[name] = .int(input)
     }
 
+    /// The width of a module on N×L×C tokens: the input must have rank 3, and `channelsKey` is set
+    /// from (or checked against) C.
+    public mutating func resolveTokenChannels(_ channelsKey: String, inputShape: [Int]) throws -> Int {
+        guard inputShape.count == 3 else {
+            throw ModuleError.badInput(module: module, expected: "N×L×C tokens", found: inputShape)
+        }
+        try resolveChannels(channelsKey, from: inputShape[2])
+        return int(channelsKey)
+    }
+
     /// The width and head count of a multi-head module on N×L×C tokens: the input must have rank
     /// 3, `channelsKey` is set from (or checked against) C, and `headsKey` must divide it.
     public mutating func resolveTokenHeads(_ channelsKey: String, heads headsKey: String,
                                            inputShape: [Int]) throws -> (channels: Int, heads: Int) {
-        guard inputShape.count == 3 else {
-            throw ModuleError.badInput(module: module, expected: "N×L×C", found: inputShape)
-        }
-        try resolveChannels(channelsKey, from: inputShape[2])
-        let c = int(channelsKey), h = int(headsKey)
+        let c = try resolveTokenChannels(channelsKey, inputShape: inputShape), h = int(headsKey)
         guard c % h == 0 else {
-            throw ConfigError.inconsistent(module: module, message: "\(channelsKey)=\(c) is not a multiple of \(headsKey)=\(h)")
+            throw ConfigError.inconsistent(module: module, message: "\(channelsKey)=\(c) must be divisible by \(headsKey)=\(h)")
         }
         return (c, h)
     }

@@ -78,16 +78,8 @@ public final class MemoryCompressedAttention: AttentionModule {
 
     public init(config: Config, inputShape: [Int], parameters p: Parameters) throws {
         var config = config
-        guard inputShape.count == 3 else {
-            throw ModuleError.badInput(module: Self.info.id, expected: "N×L×C tokens", found: inputShape)
-        }
-        try config.resolveChannels("dim", from: inputShape[2])
+        (dim, heads) = try config.resolveTokenHeads("dim", heads: "heads", inputShape: inputShape)
         self.config = config
-        dim = config.int("dim")
-        heads = config.int("heads")
-        guard dim % heads == 0 else {
-            throw ConfigError.inconsistent(module: Self.info.id, message: "dim=\(dim) must be divisible by heads=\(heads)")
-        }
         dimHead = dim / heads
         causal = config.bool("causal")
         factor = config.int("compression_factor")

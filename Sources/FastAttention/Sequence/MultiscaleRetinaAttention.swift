@@ -59,19 +59,11 @@ public final class MultiscaleRetinaAttention: BlockSparseModule {
 
     public init(config: Config, inputShape: [Int], parameters p: Parameters) throws {
         var config = config
-        guard inputShape.count == 3 else {
-            throw ModuleError.badInput(module: Self.info.id, expected: "N×L×C", found: inputShape)
-        }
-        try config.resolveChannels("dim", from: inputShape[2])
+        (dim, heads) = try config.resolveTokenHeads("dim", heads: "heads", inputShape: inputShape)
         self.config = config
-        dim = config.int("dim")
-        heads = config.int("heads")
         window = config.int("window")
         pool = config.int("pool")
         causal = config.bool("causal")
-        guard dim % heads == 0 else {
-            throw ConfigError.inconsistent(module: Self.info.id, message: "dim=\(dim) is not divisible by heads=\(heads)")
-        }
         query = Linear(p.scoped("query"), inFeatures: dim, outFeatures: dim)
         let k = Linear(p.scoped("key"), inFeatures: dim, outFeatures: dim)
         key = p.isLoading ? k : Linear(weight: query.weight, bias: query.bias)

@@ -92,12 +92,8 @@ public final class ProductKeyMemory: AttentionModule {
 
     public init(config: Config, inputShape: [Int], parameters p: Parameters) throws {
         var config = config
-        guard inputShape.count == 3 else {
-            throw ModuleError.badInput(module: Self.info.id, expected: "N×L×C tokens", found: inputShape)
-        }
-        try config.resolveChannels("dim", from: inputShape[2])
+        dim = try config.resolveTokenChannels("dim", inputShape: inputShape)
         self.config = config
-        dim = config.int("dim")
         heads = config.int("heads")
         numKeys = config.int("num_keys")
         topk = config.int("topk")

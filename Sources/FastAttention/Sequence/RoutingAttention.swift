@@ -326,7 +326,6 @@ public final class RoutingAttention: AttentionModule {
     public func callAsFunction(_ x: Tensor) throws -> Tensor {
         try check(x)
         let (n, l) = (x.shape[0], x.shape[1])
-        let hd = heads * dimHead
         let (q, k, v) = try projections(x)
         let plans = plans(q: q, k: k, n: n, l: l)
         let out = BucketedAttention.forward(plans: plans, heads: heads, q: q, k: k, v: v,

@@ -71,13 +71,8 @@ public final class TransformerOnDietAttention: BlockSparseModule {
 
     public init(config: Config, inputShape: [Int], parameters p: Parameters) throws {
         var config = config
-        guard inputShape.count == 3 else {
-            throw ModuleError.badInput(module: Self.info.id, expected: "N×L×C", found: inputShape)
-        }
-        try config.resolveChannels("units", from: inputShape[2])
+        (units, heads) = try config.resolveTokenHeads("units", heads: "num_heads", inputShape: inputShape)
         self.config = config
-        units = config.int("units")
-        heads = config.int("num_heads")
         model = config.string("model")
         layer = config.int("layer")
         kernel = config.int("kernel_size")
@@ -85,9 +80,6 @@ public final class TransformerOnDietAttention: BlockSparseModule {
         window = config.int("window_size")
         multiplier = config.int("window_size_multiplier")
         scaled = config.bool("scaled")
-        guard units % heads == 0 else {
-            throw ConfigError.inconsistent(module: Self.info.id, message: "units=\(units) is not divisible by num_heads=\(heads)")
-        }
         let bias = config.bool("use_bias"), cell = p.scoped("attention_cell")
         projQuery = Linear(cell.scoped("proj_query"), inFeatures: units, outFeatures: units, bias: bias)
         let k = Linear(cell.scoped("proj_key"), inFeatures: units, outFeatures: units, bias: bias)
