@@ -74,12 +74,12 @@ static void position_scalar(const geo_t *g, size_t p, size_t n, size_t i, size_t
 
 #define TILE_BODY(VEC, ZERO, LOAD, FMA, SET1, STORE, ADD)                                        \
     VEC acc[4][4];                                                                              \
-    for (int a = 0; a < PX; a++)                                                                \
-        for (int hh = 0; hh < HB; hh++) acc[a][hh] = ZERO;                                      \
+    _Pragma("clang loop unroll(full)") for (int a = 0; a < PX; a++)                                                                \
+        _Pragma("clang loop unroll(full)") for (int hh = 0; hh < HB; hh++) acc[a][hh] = ZERO;                                      \
     size_t r = g->r, ldw = g->ldw, dv = g->dv;                                                  \
     /* position a's weight for column c: wcol[c·ldw + off[a] + hh] */                           \
     ptrdiff_t off[4];                                                                           \
-    for (int a = 0; a < PX; a++) off[a] = (ptrdiff_t)a * (ptrdiff_t)g->heads - (ptrdiff_t)a * (ptrdiff_t)ldw; \
+    _Pragma("clang loop unroll(full)") for (int a = 0; a < PX; a++) off[a] = (ptrdiff_t)a * (ptrdiff_t)g->heads - (ptrdiff_t)a * (ptrdiff_t)ldw; \
     for (size_t ui = 0; ui < g->u; ui++)                                                        \
         for (size_t di = 0; di < r; di++) {                                                     \
             const float *vrow = g->vpad + ((ui * g->hp + i + di) * g->wp + j) * dv + c0;        \
@@ -87,29 +87,31 @@ static void position_scalar(const geo_t *g, size_t p, size_t n, size_t i, size_t
             size_t c = 0;                                                                       \
             for (; c < (size_t)(PX - 1) && c < r + PX - 1; c++) {                               \
                 VEC vv = LOAD(vrow + c * dv);                                                   \
-                for (int a = 0; a < PX; a++)                                                    \
-                    if ((size_t)a <= c && c - a < r)                                            \
-                        for (int hh = 0; hh < HB; hh++)                                         \
-                            acc[a][hh] = FMA(SET1(wcol[(ptrdiff_t)(c * ldw) + off[a] + hh]), vv, acc[a][hh]); \
+                _Pragma("clang loop unroll(full)") for (int a = 0; a < PX; a++)                                                    \
+                    _Pragma("clang loop unroll(full)") for (int hh = 0; hh < HB; hh++) {      \
+                        float wgt = ((size_t)a <= c && c - a < r) ? wcol[(ptrdiff_t)(c * ldw) + off[a] + hh] : 0.f; \
+                        acc[a][hh] = FMA(SET1(wgt), vv, acc[a][hh]);                            \
+                    }                                                                           \
             }                                                                                   \
             for (; c < r; c++) {                                                                \
                 VEC vv = LOAD(vrow + c * dv);                                                   \
                 const float *wc = wcol + c * ldw;                                               \
-                for (int a = 0; a < PX; a++)                                                    \
-                    for (int hh = 0; hh < HB; hh++)                                             \
+                _Pragma("clang loop unroll(full)") for (int a = 0; a < PX; a++)                                                    \
+                    _Pragma("clang loop unroll(full)") for (int hh = 0; hh < HB; hh++)                                             \
                         acc[a][hh] = FMA(SET1(wc[off[a] + hh]), vv, acc[a][hh]);                \
             }                                                                                   \
             for (; c < r + PX - 1; c++) {                                                       \
                 VEC vv = LOAD(vrow + c * dv);                                                   \
-                for (int a = 0; a < PX; a++)                                                    \
-                    if ((size_t)a <= c && c - a < r)                                            \
-                        for (int hh = 0; hh < HB; hh++)                                         \
-                            acc[a][hh] = FMA(SET1(wcol[(ptrdiff_t)(c * ldw) + off[a] + hh]), vv, acc[a][hh]); \
+                _Pragma("clang loop unroll(full)") for (int a = 0; a < PX; a++)                                                    \
+                    _Pragma("clang loop unroll(full)") for (int hh = 0; hh < HB; hh++) {      \
+                        float wgt = ((size_t)a <= c && c - a < r) ? wcol[(ptrdiff_t)(c * ldw) + off[a] + hh] : 0.f; \
+                        acc[a][hh] = FMA(SET1(wgt), vv, acc[a][hh]);                            \
+                    }                                                                           \
             }                                                                                   \
         }                                                                                       \
     size_t taps = g->u * r * r;                                                                 \
-    for (int a = 0; a < PX; a++)                                                                \
-        for (int hh = 0; hh < HB; hh++) {                                                       \
+    _Pragma("clang loop unroll(full)") for (int a = 0; a < PX; a++)                                                                \
+        _Pragma("clang loop unroll(full)") for (int hh = 0; hh < HB; hh++) {                                                       \
             float bias = g->has_bias ? g->wt[taps * ldw + (p + a) * g->heads + h0 + hh] : 0.f; \
             STORE(g->scratch + ((p + a) * g->heads + h0 + hh) * dv + c0, ADD(acc[a][hh], SET1(bias))); \
         }
