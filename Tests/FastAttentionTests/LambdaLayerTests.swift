@@ -1,4 +1,4 @@
-import FastAttention
+@testable import FastAttention
 import Foundation
 import TensorCore
 import TestSupport
@@ -71,6 +71,35 @@ final class LambdaLayerTests: XCTestCase {
                                      inputShape: shape, weights: local)
         let x = randomTensor(shape, seed: 77)
         assertClose(try global(x), try conv(x), rtol: 1e-5)
+    }
+
+    func testDirectLocalKernelMatchesConvPath() throws {
+        // The direct local path (tap weights q·E, then fa_lambda_local_apply) against λp through
+        // conv2d + contraction, on odd shapes: value depths 8 (AVX2), 16 and 32 (AVX-512 where
+        // present), 5 (portable); head counts off the 4-head tile; u = 2; r = 1, r larger than the
+        // map; rows shorter than a tile; chunks that split rows; and each case on the portable path.
+        let cases: [([String: String], [Int])] = [
+            (["dim_k": "3", "heads": "2", "dim_out": "16", "r": "5"], [2, 8, 7, 9]),
+            (["dim_k": "4", "heads": "3", "dim_out": "48", "dim_u": "2", "r": "3"], [1, 8, 5, 11]),
+            (["dim_k": "5", "heads": "5", "dim_out": "160", "r": "7"], [1, 6, 9, 6]),
+            (["dim_k": "2", "heads": "3", "dim_out": "15", "r": "9"], [1, 8, 4, 6]),
+            (["dim_k": "3", "heads": "1", "dim_out": "16", "r": "1"], [1, 8, 3, 5]),
+            (["dim_k": "16", "heads": "4", "dim_out": "64"], [1, 8, 13, 3]),
+        ]
+        let saved = LambdaLayer.chunkFloats
+        defer { LambdaLayer.chunkFloats = saved }
+        for (ci, (settings, shape)) in cases.enumerated() {
+            let m = try XCTUnwrap(Registry.make(id: "lambda", settings: settings, inputShape: shape, seed: UInt64(ci + 3)) as? LambdaLayer)
+            let x = randomTensor(shape, seed: UInt64(50 + ci))
+            let reference = try m.forward(x, directLocal: false)
+            for chunkFloats in [1 << 17, 7 * m.heads * (m.dimU * m.r! * m.r! + 1)] {
+                LambdaLayer.chunkFloats = chunkFloats
+                assertClose(try m(x), reference, rtol: 1e-5, "case \(ci) chunk \(chunkFloats) path \(LambdaLayer.kernelPath(dv: m.dimV))")
+                try LambdaLayer.withPortableKernel {
+                    assertClose(try m(x), reference, rtol: 1e-5, "case \(ci) chunk \(chunkFloats) portable")
+                }
+            }
+        }
     }
 
     func testBadConfigAndInputs() throws {

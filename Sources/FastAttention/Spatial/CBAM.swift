@@ -4,6 +4,7 @@
 // read in full. timm's CbamModule differs (no MLP biases, [mean, max] order) and is not accepted.
 
 import Foundation
+import CKernels
 import TensorCore
 
 /// Channel attention, then spatial attention, both as sigmoid gates on the input.
@@ -117,17 +118,15 @@ public final class CBAM: AttentionModule {
                     var m = -Float.infinity, s: Float = 0
                     switch pool {
                     case .avg:
-                        for j in 0..<l { s += src[j] }
-                        op[plane] = s / Float(l)
+                        op[plane] = fa_sum(src, l) / Float(l)
                     case .max:
-                        for j in 0..<l { m = Swift.max(m, src[j]) }
-                        op[plane] = m
+                        op[plane] = fa_max(src, l)
                     case .lp:
                         // F.lp_pool2d(x, 2, (H, W)): (mean(x²)·H·W)^(1/2).
-                        for j in 0..<l { s += src[j] * src[j] }
+                        s = fa_sum_squares(src, l)
                         op[plane] = (s / Float(l) * Float(l)).squareRoot()
                     case .lse:
-                        for j in 0..<l { m = Swift.max(m, src[j]) }
+                        m = fa_max(src, l)
                         for j in 0..<l { s += Foundation.exp(src[j] - m) }
                         op[plane] = m + Foundation.log(s)
                     }
@@ -153,12 +152,7 @@ public final class CBAM: AttentionModule {
                         mx.update(repeating: -.infinity, count: l)
                         mean.update(repeating: 0, count: l)
                         for ch in 0..<c {
-                            let row = xp.baseAddress! + (b * c + ch) * l, s = ap[b * c + ch]
-                            for j in 0..<l {
-                                let v = row[j] * s
-                                mx[j] = Swift.max(mx[j], v)
-                                mean[j] += v
-                            }
+                            fa_scaled_max_sum(xp.baseAddress! + (b * c + ch) * l, ap[b * c + ch], mx, mean, l)
                         }
                         let inv = 1 / Float(c)
                         for j in 0..<l { mean[j] *= inv }

@@ -143,9 +143,22 @@ public final class GlobalContextBlock: AttentionModule {
     func contextWeights(_ x: Tensor) -> Tensor {
         let n = x.shape[0], l = x.shape[2] * x.shape[3]
         guard let convMask else { return Tensor(shape: [n, l], repeating: 1 / Float(l)) }
-        var logits = convMask(x).reshaped([n, l])          // N, 1, H, W → N, L
-        logits.withUnsafeMutableBufferPointer { lp in
-            for b in 0..<n { softmaxInPlace(lp.baseAddress! + b * l, count: l) }
+        let c = x.shape[1]
+        var logits = Tensor(uninitialized: [n, l])
+        x.withUnsafeBufferPointer { xp in
+            convMask.weight.withUnsafeBufferPointer { wp in
+                logits.withUnsafeMutableBufferPointer { lp in
+                    let bias = convMask.bias?.scalars[0] ?? 0
+                    for b in 0..<n {
+                        // logits (L) = x_bᵀ (L×C) · w (C) + b: one GEMV streaming x_b once.
+                        let row = lp.baseAddress! + b * l
+                        row.update(repeating: bias, count: l)
+                        BLAS.gemv(trans: true, m: c, n: l, a: xp.baseAddress! + b * c * l, lda: l,
+                                  x: wp.baseAddress!, beta: 1, y: row)
+                        softmaxInPlace(row, count: l)
+                    }
+                }
+            }
         }
         return logits
     }
@@ -163,8 +176,7 @@ public final class GlobalContextBlock: AttentionModule {
                         // ctx (C) = x_b (C×L) · α_b (L): one GEMV.
                         var ctx = [Float](repeating: 0, count: c)
                         ctx.withUnsafeMutableBufferPointer { cp in
-                            BLAS.gemm(m: c, n: 1, k: l, a: xb, lda: l, b: ap.baseAddress! + b * l, ldb: 1,
-                                      c: cp.baseAddress!, ldc: 1)
+                            BLAS.gemv(m: c, n: l, a: xb, lda: l, x: ap.baseAddress! + b * l, y: cp.baseAddress!)
                         }
                         let mul = channelMulConv.map { $0.apply(ctx).map { 1 / (1 + Foundation.exp(-$0)) } }
                         let add = channelAddConv?.apply(ctx)

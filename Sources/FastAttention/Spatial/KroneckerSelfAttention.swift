@@ -4,6 +4,7 @@
 // kronecker_attention_pytorch/kronecker_attention_pytorch.py `KroneckerSelfAttention`, read in
 // full. No authors' code was found; this is the paper's KAO_QKV operator with averages.
 
+import CKernels
 import TensorCore
 
 /// Kronecker attention (KAO_QKV): the map is summarised by its H row means and W column means,
@@ -93,18 +94,15 @@ public final class KroneckerSelfAttention: AttentionModule {
         var s = Tensor(zeros: [n, h + w, c])                          // N, H+W, C
         x.withUnsafeBufferPointer { xp in
             s.withUnsafeMutableBufferPointer { sp in
-                for b in 0..<n { for ch in 0..<c {
-                    let plane = xp.baseAddress! + (b * c + ch) * h * w
-                    let tokens = sp.baseAddress! + b * (h + w) * c + ch
-                    var columns = [Float](repeating: 0, count: w)
-                    for i in 0..<h {
-                        let row = plane + i * w
-                        var sum: Float = 0
-                        for j in 0..<w { sum += row[j]; columns[j] += row[j] }
-                        tokens[i * c] = sum / Float(w)
-                    }
-                    for j in 0..<w { tokens[(h + j) * c] = columns[j] / Float(h) }
-                } }
+                var sums = [Float](repeating: 0, count: h + w)             // H row sums, then W column sums
+                sums.withUnsafeMutableBufferPointer { rp in
+                    for b in 0..<n { for ch in 0..<c {
+                        fa_row_col_sums(xp.baseAddress! + (b * c + ch) * h * w, h, w, rp.baseAddress!, rp.baseAddress! + h)
+                        let tokens = sp.baseAddress! + b * (h + w) * c + ch
+                        for i in 0..<h { tokens[i * c] = rp[i] / Float(w) }
+                        for j in 0..<w { tokens[(h + j) * c] = rp[h + j] / Float(h) }
+                    } }
+                }
             }
         }
         return s
@@ -131,11 +129,8 @@ public final class KroneckerSelfAttention: AttentionModule {
         summary.withUnsafeBufferPointer { sp in
             y.withUnsafeMutableBufferPointer { yp in
                 for plane in 0..<(n * c) {
-                    let s = sp.baseAddress! + plane * l, dst = yp.baseAddress! + plane * h * w
-                    for i in 0..<h {
-                        let rowValue = s[i], row = dst + i * w
-                        for j in 0..<w { row[j] = rowValue + s[h + j] }
-                    }
+                    let s = sp.baseAddress! + plane * l
+                    fa_outer_add(s, s + h, yp.baseAddress! + plane * h * w, h, w)
                 }
             }
         }

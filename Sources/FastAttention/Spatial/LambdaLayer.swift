@@ -4,6 +4,7 @@
 // `LambdaLayer`, read in full. The paper's code is TF snippets in its appendix; timm's
 // `timm.layers.lambda_layer.LambdaLayer` is the same math with other keys (u = 1).
 
+import CKernels
 import TensorCore
 
 /// A lambda layer: the context is summarised into small linear functions (lambdas) that are
@@ -22,9 +23,12 @@ import TensorCore
 ///   (`n`, H = W = n only): λp_n = Σ_m E[m − n] v_m with `rel_pos_emb` E ((2n−1)²×k×u) indexed
 ///   by the relative offset. Yp = Σ_k q_{h,k,n} λp_{k,v,n}. y = concat_h(Yc + Yp).
 /// - Queries are neither scaled nor softmaxed; heads share k and v (multi-query).
-/// - Cost: content O(N·k·v·u); position local O(N·r²·k·v·u) (conv), global O(N²·k·v·u) — the
-///   paper's Θ(b·n·m·k·v) — computed by one Toeplitz GEMM per row offset, so memory stays
-///   O(N·k·v) (the reference materialises an N×N×k×u embedding).
+/// - Cost: content O(N·k·v·u); position local O(N·r²·u·heads·(k + v)): λp is never formed —
+///   per-query tap weights w = q·[E, bias] (one GEMM per chunk of positions) weight the r×r
+///   value window directly (CKernels' fa_lambda_local_apply, AVX-512/AVX2), half the conv's
+///   O(N·r²·k·v·u) at the defaults and no im2col; global O(N²·k·v·u) — the paper's Θ(b·n·m·k·v) —
+///   computed by one Toeplitz GEMM per row offset, so memory stays O(N·k·v) (the reference
+///   materialises an N×N×k×u embedding).
 /// - Map (per-query; there is no attention): with q_n the query's BN'd projection (mean over
 ///   heads, or one head), the implicit weights the lambdas apply to the values v_m:
 ///   content wc(m) = Σ_k q_n[k]·K̄[k, m], position wp(m) = Σ_k q_n[k]·E[k, m − n] (zero
@@ -75,6 +79,8 @@ public final class LambdaLayer: AttentionModule {
     /// k × u × R × R: the local conv kernel (R = r), or the relative embeddings as a kernel
     /// (R = 2n − 1, kernel[k, u, di, dj] = rel_pos_emb[di, dj, k, u]); bias only when local.
     let positionKernel: Tensor, positionBias: Tensor?
+    /// Local only: k × (u·r² + 1), each row the kernel's taps then the bias (the direct kernel's GEMM operand).
+    let positionTaps: Tensor?
 
     public var expectedInput: String { r == nil ? "N×\(dim)×\(n!)×\(n!)" : "N×\(dim)×H×W" }
 
@@ -112,11 +118,13 @@ public final class LambdaLayer: AttentionModule {
             positionKernel = pc.parameter("weight", shape: [k, u, 1, r, r], initializer: .pytorchDefault(fanIn: u * r * r))
                 .reshaped([k, u, r, r])
             positionBias = pc.parameter("bias", shape: [k], initializer: .pytorchDefault(fanIn: u * r * r))
+            positionTaps = Tensor.concatenated([positionKernel.reshaped([k, u * r * r]), positionBias!.reshaped([k, 1])], axis: 1)
         } else {
             let side = 2 * n! - 1
             positionKernel = p.parameter("rel_pos_emb", shape: [side, side, k, u], initializer: .normal(std: 1))
                 .permuted(2, 3, 0, 1)                                  // k, u, 2n−1, 2n−1
             positionBias = nil
+            positionTaps = nil
         }
     }
 
@@ -139,55 +147,131 @@ public final class LambdaLayer: AttentionModule {
         return (q, kbar, v)
     }
 
-    public func callAsFunction(_ x: Tensor) throws -> Tensor {
+    public func callAsFunction(_ x: Tensor) throws -> Tensor { try forward(x, directLocal: true) }
+
+    /// The forward; `directLocal: false` takes the local position term through the materialised
+    /// λp (conv2d + contraction), the reference the direct kernel is tested against.
+    func forward(_ x: Tensor, directLocal: Bool) throws -> Tensor {
         let (b, h, w) = try check(x)
         let (q, kbar, v) = try projections(x)
         let l = h * w, (k, u, dv) = (dimK, dimU, dimV)
         var y = Tensor(zeros: [b, heads * dv, h, w])                 // N, heads·v, H, W
-        let lambdaP = try positionLambdas(v, b: b, h: h, w: w)       // N, v, k, H·W
         q.withUnsafeBufferPointer { qp in
             kbar.withUnsafeBufferPointer { kp in
                 v.withUnsafeBufferPointer { vp in
                     y.withUnsafeMutableBufferPointer { yp in
-                        lambdaP.withUnsafeBufferPointer { lp in
-                            var lc = [Float](repeating: 0, count: k * dv)
-                            for bi in 0..<b {
-                                // λc (k×v) = Σ_u K̄_u (k×L) · V_uᵀ (L×v)
-                                lc.withUnsafeMutableBufferPointer { cp in
-                                    for ui in 0..<u {
-                                        BLAS.gemm(transB: true, m: k, n: dv, k: l, a: kp.baseAddress! + (bi * u + ui) * k * l, lda: l,
-                                                  b: vp.baseAddress! + (bi * u + ui) * dv * l, ldb: l,
-                                                  beta: ui == 0 ? 0 : 1, c: cp.baseAddress!, ldc: dv)
-                                    }
-                                    // Yc_h (v×L) = λcᵀ (v×k) · Q_h (k×L)
-                                    for hd in 0..<heads {
-                                        BLAS.gemm(transA: true, m: dv, n: l, k: k, a: cp.baseAddress!, lda: dv,
-                                                  b: qp.baseAddress! + (bi * heads + hd) * k * l, ldb: l,
-                                                  c: yp.baseAddress! + (bi * heads + hd) * dv * l, ldc: l)
-                                    }
+                        var lc = [Float](repeating: 0, count: k * dv)
+                        for bi in 0..<b {
+                            // λc (k×v) = Σ_u K̄_u (k×L) · V_uᵀ (L×v)
+                            lc.withUnsafeMutableBufferPointer { cp in
+                                for ui in 0..<u {
+                                    BLAS.gemm(transB: true, m: k, n: dv, k: l, a: kp.baseAddress! + (bi * u + ui) * k * l, lda: l,
+                                              b: vp.baseAddress! + (bi * u + ui) * dv * l, ldb: l,
+                                              beta: ui == 0 ? 0 : 1, c: cp.baseAddress!, ldc: dv)
                                 }
-                                // Yp[h, v, n] += Σ_k q[h, k, n] · λp[v, k, n], innermost on n.
-                                for hd in 0..<heads { for vi in 0..<dv {
-                                    let out = yp.baseAddress! + ((bi * heads + hd) * dv + vi) * l
-                                    for ki in 0..<k {
-                                        let qr = qp.baseAddress! + ((bi * heads + hd) * k + ki) * l
-                                        let lr = lp.baseAddress! + ((bi * dv + vi) * k + ki) * l
-                                        for j in 0..<l { out[j] += qr[j] * lr[j] }
-                                    }
-                                } }
+                                // Yc_h (v×L) = λcᵀ (v×k) · Q_h (k×L)
+                                for hd in 0..<heads {
+                                    BLAS.gemm(transA: true, m: dv, n: l, k: k, a: cp.baseAddress!, lda: dv,
+                                              b: qp.baseAddress! + (bi * heads + hd) * k * l, ldb: l,
+                                              c: yp.baseAddress! + (bi * heads + hd) * dv * l, ldc: l)
+                                }
                             }
                         }
                     }
                 }
             }
         }
+        if r != nil && directLocal {
+            addLocalPosition(q: q, v: v, into: &y, b: b, h: h, w: w)
+        } else {
+            let lambdaP = r == nil ? globalPositionLambdas(v, b: b, side: h) : try localPositionLambdas(v, b: b, h: h, w: w)
+            addPosition(lambdaP, q: q, into: &y, b: b, l: l)
+        }
         return y
     }
 
-    /// λp N×v×k×(H·W): the position lambdas of every position (local: the bias included).
-    func positionLambdas(_ v: Tensor, b: Int, h: Int, w: Int) throws -> Tensor {
+    /// Yp[h, v, n] += Σ_k q[h, k, n] · λp[v, k, n] from materialised λp N×v×k×(H·W), innermost on n.
+    func addPosition(_ lambdaP: Tensor, q: Tensor, into y: inout Tensor, b: Int, l: Int) {
+        let (k, dv) = (dimK, dimV)
+        q.withUnsafeBufferPointer { qp in
+            lambdaP.withUnsafeBufferPointer { lp in
+                y.withUnsafeMutableBufferPointer { yp in
+                    for bi in 0..<b { for hd in 0..<heads { for vi in 0..<dv {
+                        let out = yp.baseAddress! + ((bi * heads + hd) * dv + vi) * l
+                        for ki in 0..<k {
+                            let qr = qp.baseAddress! + ((bi * heads + hd) * k + ki) * l
+                            let lr = lp.baseAddress! + ((bi * dv + vi) * k + ki) * l
+                            for j in 0..<l { out[j] += qr[j] * lr[j] }
+                        }
+                    } } }
+                }
+            }
+        }
+    }
+
+    /// The local position term without λp: Yp[h, v, n] = Σ_{u,t} w[n, h, (u,t)] · v[u, v, n + t] + w[n, h, bias]
+    /// with the per-query tap weights w[n, h, :] = Σ_k q[h, k, n] · [E[k, :], bias[k]] — one GEMM per
+    /// chunk of positions (rows (n, h), k deep, u·r²+1 wide), then CKernels' fa_lambda_local_apply
+    /// (vectorised over value channels, several positions × heads per loaded value vector) over a
+    /// zero-bordered pixel-major copy of v. heads·(k + v)·u·r² multiply-adds per position instead of
+    /// the conv's k·v·u·r², and no im2col. Chunks run on `Threads.parallelFor`.
+    func addLocalPosition(q: Tensor, v: Tensor, into y: inout Tensor, b: Int, h: Int, w: Int) {
+        let r = self.r!, (k, u, dv, l) = (dimK, dimU, dimV, h * w)
+        let taps = u * r * r, ldw = taps + 1, hp = h + r - 1, wp = w + r - 1
+        let qT = q.reshaped([b, heads * k, l]).permuted(0, 2, 1)          // N, L, heads·k: rows (n, h), k deep
+        // A chunk's tap weights stay within ~512 KB (L2-resident while the kernel reads them).
+        let chunk = max(1, min(l, Self.chunkFloats / (heads * ldw)))
+        let chunks = (l + chunk - 1) / chunk
+        var vpad = [Float](repeating: 0, count: u * hp * wp * dv)
+        qT.withUnsafeBufferPointer { qp in
+            v.withUnsafeBufferPointer { vp in
+                positionTaps!.withUnsafeBufferPointer { ep in
+                    y.withUnsafeMutableBufferPointer { yp in
+                        vpad.withUnsafeMutableBufferPointer { pp in
+                            for bi in 0..<b {
+                                fa_lambda_pad_values(vp.baseAddress! + bi * u * dv * l, pp.baseAddress!, u, dv, h, w, r / 2)
+                                let vpadp = UnsafePointer(pp.baseAddress!)
+                                Threads.parallelFor(chunks) { range in
+                                    // Tap-major weights (u·r² + 1 rows of chunk·heads) and the kernel's scratch.
+                                    var wt = [Float](repeating: 0, count: chunk * heads * (ldw + dv))
+                                    wt.withUnsafeMutableBufferPointer { wtp in
+                                        let scratch = wtp.baseAddress! + chunk * heads * ldw
+                                        for ci in range {
+                                            let n0 = ci * chunk, count = min(chunk, l - n0)
+                                            // wt[t, (n, h)] = Σ_k taps[k, t] · q[h, k, n]
+                                            BLAS.gemm(transA: true, transB: true, m: ldw, n: count * heads, k: k,
+                                                      a: ep.baseAddress!, lda: ldw, b: qp.baseAddress! + (bi * l + n0) * heads * k,
+                                                      ldb: k, c: wtp.baseAddress!, ldc: chunk * heads)
+                                            fa_lambda_local_apply(wtp.baseAddress!, chunk * heads, 1, vpadp, scratch, yp.baseAddress! + bi * heads * dv * l,
+                                                                  n0, count, h, w, heads, u, r, dv)
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Floats of tap weights per chunk of the direct local path (tests shrink it to cross rows).
+    nonisolated(unsafe) static var chunkFloats = 1 << 17
+
+    /// Runs `body` with the direct local kernel on its portable C path (tests).
+    static func withPortableKernel<R>(_ body: () throws -> R) rethrows -> R {
+        fa_lambda_local_force_portable(1)
+        defer { fa_lambda_local_force_portable(0) }
+        return try body()
+    }
+
+    /// The path the direct local kernel takes for dv value channels: 2 AVX-512, 1 AVX2, 0 portable.
+    static func kernelPath(dv: Int) -> Int { Int(fa_lambda_local_path(dv)) }
+
+    /// λp N×v×k×(H·W) of the local variant through conv2d (the bias included): the reference path.
+    func localPositionLambdas(_ v: Tensor, b: Int, h: Int, w: Int) throws -> Tensor {
         let (k, u, dv, l) = (dimK, dimU, dimV, h * w)
-        guard let r else { return globalPositionLambdas(v, b: b, side: h) }
+        let r = self.r!
         // Conv3d's layout: u channels, v as depth → a 2D conv over N·v images of u channels.
         let images = v.reshaped([b, u, dv, l]).permuted(0, 2, 1, 3).reshaped([b * dv, u, h, w])   // N·v, u, H, W
         return try conv2d(images, weight: positionKernel, bias: positionBias, padding: (r / 2, r / 2))
