@@ -1,0 +1,240 @@
+/* Winograd F(4×4, 3×3) transforms. See include/conv3x3.h.
+   One body per transform, written on 16-lane vectors (GCC/Clang vector extensions) and
+   instantiated three times: with target("avx512f") it is one zmm per vector, with
+   target("avx2,fma") two ymm, and without attributes the portable lowering (SSE2 on x86-64,
+   NEON on arm64, scalar elsewhere). Only pointers cross function boundaries, so no vector
+   value changes ABI between the instantiations. */
+#include "conv3x3.h"
+
+#define LANES 16
+typedef float vf __attribute__((vector_size(LANES * sizeof(float))));
+
+#define INLINE static inline __attribute__((always_inline))
+
+/* Loads and stores as macros (statement expressions), so no vector value is ever passed to
+   or returned from a function. */
+#define VLOAD(p) ({ vf v_; __builtin_memcpy(&v_, (p), sizeof v_); v_; })
+#define VSTORE(p, v) do { vf s_ = (v); __builtin_memcpy((p), &s_, sizeof s_); } while (0)
+
+/* Loads `lanes` floats (≤ 16) and zero-fills the rest. */
+#define VLOAD_PART(p, lanes) ({                                                       \
+    vf r_;                                                                            \
+    if ((lanes) == LANES) r_ = VLOAD(p);                                              \
+    else {                                                                            \
+        float t_[LANES] = {0};                                                        \
+        __builtin_memcpy(t_, (p), (lanes) * sizeof(float));                           \
+        r_ = VLOAD(t_);                                                               \
+    }                                                                                 \
+    r_;                                                                               \
+})
+
+#define VSTORE_PART(p, v, lanes) do {                                                 \
+    if ((lanes) == LANES) VSTORE((p), (v));                                           \
+    else {                                                                            \
+        float t_[LANES];                                                              \
+        VSTORE(t_, (v));                                                              \
+        __builtin_memcpy((p), t_, (lanes) * sizeof(float));                           \
+    }                                                                                 \
+} while (0)
+
+/* Bᵀ (6×6) on d0..d5 with stride s (in vectors). */
+#define BT6(o, os, d, ds) do {                                                        \
+    vf d0 = (d)[0], d1 = (d)[(ds)], d2 = (d)[2 * (ds)];                               \
+    vf d3 = (d)[3 * (ds)], d4 = (d)[4 * (ds)], d5 = (d)[5 * (ds)];                    \
+    vf a = d4 - 4.0f * d2, b = d3 - 4.0f * d1;           /* rows 1, 2 */              \
+    vf e = d4 - d2, f = 2.0f * (d3 - d1);                /* rows 3, 4 */              \
+    (o)[0] = 4.0f * d0 - 5.0f * d2 + d4;                                              \
+    (o)[(os)] = a + b;                                                                \
+    (o)[2 * (os)] = a - b;                                                            \
+    (o)[3 * (os)] = e + f;                                                            \
+    (o)[4 * (os)] = e - f;                                                            \
+    (o)[5 * (os)] = 4.0f * d1 - 5.0f * d3 + d5;                                       \
+} while (0)
+
+/* Aᵀ (4×6) on m0..m5. */
+#define AT6(o, os, m, ms) do {                                                        \
+    vf m0 = (m)[0], m1 = (m)[(ms)], m2 = (m)[2 * (ms)];                               \
+    vf m3 = (m)[3 * (ms)], m4 = (m)[4 * (ms)], m5 = (m)[5 * (ms)];                    \
+    vf sp = m1 + m2, sm = m1 - m2, tp = m3 + m4, tm = m3 - m4;                        \
+    (o)[0] = m0 + sp + tp;                                                            \
+    (o)[(os)] = sm + 2.0f * tm;                                                       \
+    (o)[2 * (os)] = sp + 4.0f * tp;                                                   \
+    (o)[3 * (os)] = sm + 8.0f * tm + m5;                                              \
+} while (0)
+
+/* G (6×3) on g0..g2. */
+#define G3(o, os, g, gs) do {                                                         \
+    vf g0 = (g)[0], g1 = (g)[(gs)], g2 = (g)[2 * (gs)];                               \
+    vf s = g0 + g2;                                                                   \
+    (o)[0] = 0.25f * g0;                                                              \
+    (o)[(os)] = (-1.0f / 6.0f) * (s + g1);                                            \
+    (o)[2 * (os)] = (-1.0f / 6.0f) * (s - g1);                                        \
+    vf q = (1.0f / 24.0f) * g0 + (1.0f / 6.0f) * g2, h = (1.0f / 12.0f) * g1;          \
+    (o)[3 * (os)] = q + h;                                                            \
+    (o)[4 * (os)] = q - h;                                                            \
+    (o)[5 * (os)] = g2;                                                               \
+} while (0)
+
+INLINE void weights_impl(const float *w, size_t O, size_t C, size_t o0, size_t o1, float *u) {
+    for (size_t o = o0; o < o1; o++) {
+        for (size_t c = 0; c < C; c += LANES) {
+            size_t lanes = C - c < LANES ? C - c : LANES;
+            float g[9][LANES];
+            for (size_t l = 0; l < LANES; l++) {
+                const float *src = w + (o * C + c + (l < lanes ? l : 0)) * 9;
+                for (int k = 0; k < 9; k++) g[k][l] = l < lanes ? src[k] : 0.0f;
+            }
+            vf gv[9], t[18], r[36];
+            for (int k = 0; k < 9; k++) gv[k] = VLOAD(g[k]);
+            for (int j = 0; j < 3; j++) G3(t + j, 3, gv + j, 3);      /* t = G g   (6×3) */
+            for (int i = 0; i < 6; i++) G3(r + 6 * i, 1, t + 3 * i, 1); /* r = t Gᵀ (6×6) */
+            for (int x = 0; x < 36; x++) VSTORE_PART(u + ((size_t)x * O + o) * C + c, r[x], lanes);
+        }
+    }
+}
+
+INLINE void input_impl(const float *x, size_t C, size_t H, size_t W, size_t ph, size_t pw,
+                       size_t tiles_w, size_t t0, size_t nt, size_t c0, size_t c1, float *v) {
+    for (size_t grp = 0; grp < nt; grp += LANES) {
+        size_t lanes = nt - grp < LANES ? nt - grp : LANES;
+        long y0[LANES], x0[LANES];
+        int full[LANES];
+        for (size_t l = 0; l < LANES; l++) {
+            size_t t = t0 + grp + (l < lanes ? l : 0);
+            y0[l] = (long)(t / tiles_w) * 4 - (long)ph;
+            x0[l] = (long)(t % tiles_w) * 4 - (long)pw;
+            full[l] = l < lanes && y0[l] >= 0 && y0[l] + 6 <= (long)H && x0[l] >= 0 && x0[l] + 6 <= (long)W;
+        }
+        for (size_t c = c0; c < c1; c++) {
+            const float *xc = x + c * H * W;
+            float d[36][LANES];
+            for (size_t l = 0; l < LANES; l++) {
+                if (full[l]) {
+                    const float *p = xc + y0[l] * (long)W + x0[l];
+                    for (int r = 0; r < 6; r++)
+                        for (int j = 0; j < 6; j++) d[6 * r + j][l] = p[r * W + j];
+                } else {
+                    for (int r = 0; r < 6; r++) {
+                        long yy = y0[l] + r;
+                        int row_in = l < lanes && yy >= 0 && yy < (long)H;
+                        for (int j = 0; j < 6; j++) {
+                            long xx = x0[l] + j;
+                            d[6 * r + j][l] = row_in && xx >= 0 && xx < (long)W ? xc[yy * (long)W + xx] : 0.0f;
+                        }
+                    }
+                }
+            }
+            vf dv[36], t[36], r[36];
+            for (int k = 0; k < 36; k++) dv[k] = VLOAD(d[k]);
+            for (int j = 0; j < 6; j++) BT6(t + j, 6, dv + j, 6);       /* t = Bᵀ d */
+            for (int i = 0; i < 6; i++) BT6(r + 6 * i, 1, t + 6 * i, 1); /* r = t B  */
+            for (int k = 0; k < 36; k++) VSTORE_PART(v + ((size_t)k * C + c) * nt + grp, r[k], lanes);
+        }
+    }
+}
+
+INLINE void output_impl(const float *m, size_t O, size_t Ho, size_t Wo, size_t tiles_w,
+                        size_t t0, size_t nt, size_t o0, size_t o1, float *out) {
+    for (size_t grp = 0; grp < nt; grp += LANES) {
+        size_t lanes = nt - grp < LANES ? nt - grp : LANES;
+        size_t y0[LANES], x0[LANES];
+        int full[LANES];
+        for (size_t l = 0; l < lanes; l++) {
+            size_t t = t0 + grp + l;
+            y0[l] = (t / tiles_w) * 4;
+            x0[l] = (t % tiles_w) * 4;
+            full[l] = y0[l] + 4 <= Ho && x0[l] + 4 <= Wo;
+        }
+        for (size_t o = o0; o < o1; o++) {
+            vf mv[36], t[24], r[16];
+            for (int k = 0; k < 36; k++) mv[k] = VLOAD_PART(m + ((size_t)k * O + o) * nt + grp, lanes);
+            for (int j = 0; j < 6; j++) AT6(t + j, 6, mv + j, 6);       /* t = Aᵀ m (4×6) */
+            for (int i = 0; i < 4; i++) AT6(r + 4 * i, 1, t + 6 * i, 1); /* r = t A  (4×4) */
+            float y[16][LANES];
+            for (int k = 0; k < 16; k++) VSTORE(y[k], r[k]);
+            float *oc = out + o * Ho * Wo;
+            for (size_t l = 0; l < lanes; l++) {
+                float *p = oc + y0[l] * Wo + x0[l];
+                if (full[l]) {
+                    for (int i = 0; i < 4; i++)
+                        for (int j = 0; j < 4; j++) p[i * Wo + j] += y[4 * i + j][l];
+                } else {
+                    for (size_t i = 0; i < 4 && y0[l] + i < Ho; i++)
+                        for (size_t j = 0; j < 4 && x0[l] + j < Wo; j++) p[i * Wo + j] += y[4 * i + j][l];
+                }
+            }
+        }
+    }
+}
+
+/* ---------- instantiations ---------- */
+
+#define INSTANTIATE(suffix, attr)                                                            \
+    attr static void weights_##suffix(const float *w, size_t O, size_t C, size_t o0,         \
+                                      size_t o1, float *u) {                                 \
+        weights_impl(w, O, C, o0, o1, u);                                                    \
+    }                                                                                        \
+    attr static void input_##suffix(const float *x, size_t C, size_t H, size_t W, size_t ph, \
+                                    size_t pw, size_t tiles_w, size_t t0, size_t nt,         \
+                                    size_t c0, size_t c1, float *v) {                        \
+        input_impl(x, C, H, W, ph, pw, tiles_w, t0, nt, c0, c1, v);                          \
+    }                                                                                        \
+    attr static void output_##suffix(const float *m, size_t O, size_t Ho, size_t Wo,         \
+                                     size_t tiles_w, size_t t0, size_t nt, size_t o0,        \
+                                     size_t o1, float *out) {                                \
+        output_impl(m, O, Ho, Wo, tiles_w, t0, nt, o0, o1, out);                             \
+    }
+
+INSTANTIATE(portable, )
+#if defined(__x86_64__) || defined(__i386__)
+INSTANTIATE(avx2, __attribute__((target("avx2,fma"))))
+INSTANTIATE(avx512, __attribute__((target("avx512f"))))
+#endif
+
+static int g_isa = -1;
+
+int fa_wino43_isa(void) {
+    if (g_isa < 0) {
+        int isa = 0;
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx512f")) isa = 2;
+        else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) isa = 1;
+#endif
+        g_isa = isa;
+    }
+    return g_isa;
+}
+
+int fa_wino43_limit_isa(int isa) {
+    g_isa = -1;
+    int best = fa_wino43_isa();
+    g_isa = isa < best ? (isa < 0 ? 0 : isa) : best;
+    return g_isa;
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+#define DISPATCH(name, ...) do {                                  \
+    switch (fa_wino43_isa()) {                                    \
+    case 2: name##_avx512(__VA_ARGS__); return;                   \
+    case 1: name##_avx2(__VA_ARGS__); return;                     \
+    default: name##_portable(__VA_ARGS__); return;                \
+    }                                                             \
+} while (0)
+#else
+#define DISPATCH(name, ...) do { name##_portable(__VA_ARGS__); return; } while (0)
+#endif
+
+void fa_wino43_weights(const float *w, size_t O, size_t C, size_t o0, size_t o1, float *u) {
+    DISPATCH(weights, w, O, C, o0, o1, u);
+}
+
+void fa_wino43_input(const float *x, size_t C, size_t H, size_t W, size_t ph, size_t pw,
+                     size_t tiles_w, size_t t0, size_t nt, size_t c0, size_t c1, float *v) {
+    DISPATCH(input, x, C, H, W, ph, pw, tiles_w, t0, nt, c0, c1, v);
+}
+
+void fa_wino43_output(const float *m, size_t O, size_t Ho, size_t Wo, size_t tiles_w,
+                      size_t t0, size_t nt, size_t o0, size_t o1, float *out) {
+    DISPATCH(output, m, O, Ho, Wo, tiles_w, t0, nt, o0, o1, out);
+}

@@ -1,0 +1,124 @@
+// Winograd F(4×4, 3×3) for 3×3, stride 1, dilation 1, groups 1 convolutions (Lavin & Gray,
+// "Fast Algorithms for Convolutional Neural Networks", CVPR 2016), the path `conv2d` takes for
+// those shapes when both channel counts are at least `Winograd.minChannels`.
+//
+// Each 4×4 output tile is Aᵀ[Σ_c (G g Gᵀ)_c ⊙ (Bᵀ d B)_c]A over the 6×6 input patch d: the
+// 36 positions ξ of the transformed domain are 36 independent GEMMs
+// M_ξ (O×tiles) = U_ξ (O×C) · V_ξ (C×tiles), 36·O·C multiply-adds per 16 outputs instead of
+// 144·O·C (a quarter of im2col's GEMM). The transforms are vectorised C (CKernels/conv3x3.c).
+// Error: about 2e-6 of the output's magnitude for C = 256 (the interpolation points 0, ±1, ±2
+// amplify rounding by a few units), against ~1e-7 for the direct sum.
+//
+// Memory is bounded: the image is processed in chunks of tiles whose V and M buffers together
+// stay under `Winograd.chunkBytes`; only U (36·O·C floats) is whole.
+// Threads: each stage (input transform over channels, the 36 GEMMs, output transform over
+// output channels) is one `Threads.parallelFor`; GEMMs inside it run on one BLAS thread.
+
+import CKernels
+
+public enum Winograd {
+    /// Set false to send every conv through im2col (A/B timing, tests).
+    public static var enabled = true
+    /// Below this many input or output channels the transforms cost more than they save.
+    public static var minChannels = 8
+    /// Bytes of transformed input and output tiles held at once (V and M of one chunk).
+    public static var chunkBytes = 8 << 20
+    /// The transforms' instruction set: 2 AVX-512F, 1 AVX2+FMA, 0 portable C. Setting it caps
+    /// it (at what the CPU has), for tests of every path.
+    public static var isa: Int {
+        get { Int(fa_wino43_isa()) }
+        set { _ = fa_wino43_limit_isa(Int32(newValue)) }
+    }
+
+    /// Whether `conv2d` runs this geometry through Winograd F(4×4, 3×3).
+    static func applies(_ g: ConvGeometry) -> Bool {
+        enabled && g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1
+            && g.groups == 1 && g.c >= minChannels && g.o >= minChannels
+    }
+}
+
+/// 3×3 conv weights (O×C×3×3, groups 1) transformed once into the Winograd domain, for a layer
+/// that runs many times on the same weights: `conv2d(x, winograd:)` then skips the per-call
+/// weight transform (36·O·C floats, 4× the weights' memory).
+public struct WinogradConv3x3: Sendable {
+    public let outChannels: Int
+    public let inChannels: Int
+    /// 36 × O × C.
+    let u: Tensor
+
+    public init(weight: Tensor) throws {
+        guard weight.rank == 4, weight.shape[2] == 3, weight.shape[3] == 3 else {
+            throw ShapeError.mismatch(what: "WinogradConv3x3", expected: "weight O×C×3×3", found: weight.shape)
+        }
+        (outChannels, inChannels) = (weight.shape[0], weight.shape[1])
+        u = winogradWeights(weight, o: outChannels, c: inChannels)
+    }
+}
+
+/// U = G g Gᵀ for every (o, c): 36 × O × C.
+func winogradWeights(_ weight: Tensor, o: Int, c: Int) -> Tensor {
+    var u = Tensor(uninitialized: [36, o, c])
+    if u.count == 0 { return u }
+    weight.withUnsafeBufferPointer { wp in
+        u.withUnsafeMutableBufferPointer { up in
+            let (wb, ub) = (wp.baseAddress!, up.baseAddress!)
+            Threads.parallelFor(o, minChunk: max(1, 4096 / max(c, 1))) { r in
+                fa_wino43_weights(wb, o, c, r.lowerBound, r.upperBound, ub)
+            }
+        }
+    }
+    return u
+}
+
+/// `conv2d(x, weight, bias, stride: 1, padding: padding)` with weights prepared by
+/// `WinogradConv3x3`: x N×C×H×W → N×O×(H+2ph−2)×(W+2pw−2).
+public func conv2d(_ x: Tensor, winograd w: WinogradConv3x3, bias: Tensor? = nil,
+                   padding: (Int, Int) = (0, 0)) throws -> Tensor {
+    let g = try ConvGeometry(x: x.shape, weight: [w.outChannels, w.inChannels, 3, 3], bias: bias?.shape,
+                             stride: (1, 1), padding: padding, dilation: (1, 1), groups: 1, name: "conv2d")
+    var out = conv2dOutput(g, bias: bias)
+    if out.count == 0 || g.c == 0 { return out }
+    x.withUnsafeBufferPointer { xp in
+        w.u.withUnsafeBufferPointer { up in
+            out.withUnsafeMutableBufferPointer { op in
+                conv2dWinograd(xp.baseAddress!, up.baseAddress!, op.baseAddress!, g)
+            }
+        }
+    }
+    return out
+}
+
+/// Adds the conv of x (N×C×H×W) with transformed weights u (36×O×C) into out (N×O×Ho×Wo).
+func conv2dWinograd(_ x: UnsafePointer<Float>, _ u: UnsafePointer<Float>,
+                    _ out: UnsafeMutablePointer<Float>, _ g: ConvGeometry) {
+    let tilesW = (g.wo + 3) / 4, tiles = (g.ho + 3) / 4 * tilesW
+    // Tiles per chunk: a multiple of the 16 lanes the transforms work on, chunks of equal size.
+    let perTile = 36 * (g.c + g.o) * MemoryLayout<Float>.size
+    let most = max(16, Winograd.chunkBytes / perTile / 16 * 16)
+    let chunks = (tiles + most - 1) / most
+    let chunk = min(tiles, ((tiles + chunks - 1) / chunks + 15) / 16 * 16)
+    let v = UnsafeMutablePointer<Float>.allocate(capacity: 36 * g.c * chunk)
+    let m = UnsafeMutablePointer<Float>.allocate(capacity: 36 * g.o * chunk)
+    defer { v.deallocate(); m.deallocate() }
+    let (c, o) = (g.c, g.o)
+    for nn in 0..<g.n {
+        let xi = x + nn * c * g.h * g.w, oi = out + nn * o * g.ho * g.wo
+        var t0 = 0
+        while t0 < tiles {
+            let nt = min(chunk, tiles - t0)
+            Threads.parallelFor(c) { r in
+                fa_wino43_input(xi, c, g.h, g.w, g.ph, g.pw, tilesW, t0, nt, r.lowerBound, r.upperBound, v)
+            }
+            Threads.parallelFor(36) { r in
+                for xi in r {
+                    BLAS.gemm(m: o, n: nt, k: c, a: u + xi * o * c, lda: c, b: v + xi * c * nt, ldb: nt,
+                              c: m + xi * o * nt, ldc: nt)
+                }
+            }
+            Threads.parallelFor(o) { r in
+                fa_wino43_output(m, o, g.ho, g.wo, tilesW, t0, nt, r.lowerBound, r.upperBound, oi)
+            }
+            t0 += nt
+        }
+    }
+}
