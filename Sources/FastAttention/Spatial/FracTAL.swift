@@ -27,6 +27,8 @@ import TensorCore
 ///   H′×W′ per channel, nkeys values) is `similarities(_:)`'s second result, and its mean and
 ///   range are printed in the map's label. Cost O(nkeys·H′·W′) beside the convs.
 /// - Cost: O(H·W·(C·nkeys·k²/nheads + nkeys·D)): the convs dominate, all linear in pixels.
+///   With nheads = 1 the three convs run as one (3·nkeys output channels, weights concatenated
+///   at init), for 3×3 kernels through Winograd F(4×4, 3×3) (a quarter of the multiply-adds).
 ///
 /// Quirks of the reference:
 /// - Gluon infers the input channels; here the input tells them (`nkeys` defaults to them too).
@@ -73,6 +75,15 @@ public final class FracTAL: AttentionModule {
     let key: (conv: Conv2d, norm: BatchNorm2d)
     let value: (conv: Conv2d, norm: BatchNorm2d)
     let norm: BatchNorm2d
+    /// The q, k, v convs as one conv with 3·nkeys output channels (weights concatenated at
+    /// init), when they are ungrouped: one im2col or one Winograd input transform instead of
+    /// three. nil with nheads > 1 (the fused conv's groups would mix q, k and v channels).
+    let fusedQKV: FusedConv?
+
+    enum FusedConv {
+        case winograd(WinogradConv3x3)   // 3×3: weights already in the Winograd domain
+        case weight(Tensor)              // other kernels: conv2d's own paths
+    }
 
     public var expectedInput: String { "N×\(inChannels)×H×W" }
 
@@ -104,11 +115,31 @@ public final class FracTAL: AttentionModule {
         key = try convNormed("key")
         value = try convNormed("value")
         norm = BatchNorm2d(att.scoped("norm"), numFeatures: nkeys)
+        if heads == 1 {
+            let w = Tensor.concatenated([query.conv.weight, key.conv.weight, value.conv.weight], axis: 0)
+            fusedQKV = k == 3 ? .winograd(try WinogradConv3x3(weight: w)) : .weight(w)
+        } else {
+            fusedQKV = nil
+        }
     }
 
     /// σ(BN(conv(x))): N×C×H×W → N×nkeys×H′×W′.
     func branch(_ b: (conv: Conv2d, norm: BatchNorm2d), _ x: Tensor) throws -> Tensor {
         try b.norm(try b.conv(x)).sigmoid()
+    }
+
+    /// q, k, v = σ(BN(conv(x))) for the three branches, through the fused conv when there is one.
+    func branches(_ x: Tensor) throws -> (q: Tensor, k: Tensor, v: Tensor) {
+        guard let fusedQKV else { return (try branch(query, x), try branch(key, x), try branch(value, x)) }
+        let pad = config.int("padding")
+        let y: Tensor                                                 // N, 3K, H′, W′
+        switch fusedQKV {
+        case .winograd(let w): y = try conv2d(x, winograd: w, padding: (pad, pad))
+        case .weight(let w): y = try conv2d(x, weight: w, padding: (pad, pad))
+        }
+        let parts = y.split(sizes: [nkeys, nkeys, nkeys], axis: 1)  // N, K, H′, W′ each
+        return (try query.norm(parts[0]).sigmoid(), try key.norm(parts[1]).sigmoid(),
+                try value.norm(parts[2]).sigmoid())
     }
 
     func checked(_ x: Tensor) throws -> Tensor {
@@ -124,8 +155,8 @@ public final class FracTAL: AttentionModule {
 
     public func callAsFunction(_ x: Tensor) throws -> Tensor {
         let x = try checked(x)
-        let q = try branch(query, x), k = try branch(key, x)
-        var v = try branch(value, x)                                  // N, K, H′, W′
+        let (q, k, attended) = try branches(x)
+        var v = attended                                              // N, K, H′, W′
         let (spatial, channel) = Self.similarities(q, k, depth: depth)
         let n = v.shape[0], c = v.shape[1], l = v.shape[2] * v.shape[3]
         v.withUnsafeMutableBufferPointer { vp in
@@ -149,7 +180,8 @@ public final class FracTAL: AttentionModule {
     /// module's query and key maps on `x`.
     public func similarities(_ x: Tensor) throws -> (spatial: Tensor, channel: Tensor) {
         let x = try checked(x)
-        return Self.similarities(try branch(query, x), try branch(key, x), depth: depth)
+        let (q, k, _) = try branches(x)
+        return Self.similarities(q, k, depth: depth)
     }
 
     /// FT(q, k) over channels (→ N×1×H×W) and over H×W (→ N×C×1×1) for N×C×H×W maps, in one
