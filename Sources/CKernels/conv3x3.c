@@ -37,6 +37,15 @@ typedef float vf __attribute__((vector_size(LANES * sizeof(float))));
     }                                                                                 \
 } while (0)
 
+/* Shuffle patterns on two 16-lane vectors (indices 16..31 name the second). */
+#define EVENS 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30
+#define ODDS 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31
+#define NEXT 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16
+#define ZIPLO 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23
+#define ZIPHI 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31
+#define ZIP2LO 0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23
+#define ZIP2HI 8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31
+
 /* Bᵀ (6×6) on d0..d5 with stride s (in vectors). */
 #define BT6(o, os, d, ds) do {                                                        \
     vf d0 = (d)[0], d1 = (d)[(ds)], d2 = (d)[2 * (ds)];                               \
@@ -93,77 +102,97 @@ INLINE void weights_impl(const float *w, size_t O, size_t C, size_t o0, size_t o
     }
 }
 
+/* Tiles are taken in groups of up to 16 consecutive tiles of one tile row (a group never
+   crosses a row), so the 6 input rows of a group are one contiguous run of 4·lanes + 2 columns
+   and the 4 output rows one run of 4·lanes: rows are (de)interleaved with shuffles. */
+#define RUN (4 * LANES + 2)
+
 INLINE void input_impl(const float *x, size_t C, size_t H, size_t W, size_t ph, size_t pw,
                        size_t tiles_w, size_t t0, size_t nt, size_t c0, size_t c1, float *v) {
-    for (size_t grp = 0; grp < nt; grp += LANES) {
-        size_t lanes = nt - grp < LANES ? nt - grp : LANES;
-        long y0[LANES], x0[LANES];
-        int full[LANES];
-        for (size_t l = 0; l < LANES; l++) {
-            size_t t = t0 + grp + (l < lanes ? l : 0);
-            y0[l] = (long)(t / tiles_w) * 4 - (long)ph;
-            x0[l] = (long)(t % tiles_w) * 4 - (long)pw;
-            full[l] = l < lanes && y0[l] >= 0 && y0[l] + 6 <= (long)H && x0[l] >= 0 && x0[l] + 6 <= (long)W;
-        }
+    size_t grp = 0;
+    while (grp < nt) {
+        size_t t = t0 + grp, tx = t % tiles_w, lanes = tiles_w - tx;
+        if (lanes > nt - grp) lanes = nt - grp;
+        if (lanes > LANES) lanes = LANES;
+        long ys = (long)(t / tiles_w) * 4 - (long)ph, xs = (long)tx * 4 - (long)pw;
+        /* Columns xs+lo ..< xs+hi of the run lie inside the image. */
+        long lo = xs < 0 ? -xs : 0, hi = (long)W - xs;
+        if (hi > RUN) hi = RUN;
+        int direct = lo == 0 && hi == RUN;
         for (size_t c = c0; c < c1; c++) {
             const float *xc = x + c * H * W;
-            float d[36][LANES];
-            for (size_t l = 0; l < LANES; l++) {
-                if (full[l]) {
-                    const float *p = xc + y0[l] * (long)W + x0[l];
-                    for (int r = 0; r < 6; r++)
-                        for (int j = 0; j < 6; j++) d[6 * r + j][l] = p[r * W + j];
+            vf dv[36], t6[36], r[36];
+            for (int rr = 0; rr < 6; rr++) {
+                long yy = ys + rr;
+                float buf[RUN];
+                const float *p;
+                if (yy < 0 || yy >= (long)H || hi <= lo) {
+                    for (int k = 0; k < RUN; k++) buf[k] = 0.0f;
+                    p = buf;
+                } else if (direct) {
+                    p = xc + yy * (long)W + xs;
                 } else {
-                    for (int r = 0; r < 6; r++) {
-                        long yy = y0[l] + r;
-                        int row_in = l < lanes && yy >= 0 && yy < (long)H;
-                        for (int j = 0; j < 6; j++) {
-                            long xx = x0[l] + j;
-                            d[6 * r + j][l] = row_in && xx >= 0 && xx < (long)W ? xc[yy * (long)W + xx] : 0.0f;
-                        }
-                    }
+                    for (long k = 0; k < lo; k++) buf[k] = 0.0f;
+                    __builtin_memcpy(buf + lo, xc + yy * (long)W + xs + lo, (size_t)(hi - lo) * sizeof(float));
+                    for (long k = hi; k < RUN; k++) buf[k] = 0.0f;
+                    p = buf;
                 }
+                vf a0 = VLOAD(p), a1 = VLOAD(p + 16), a2 = VLOAD(p + 32), a3 = VLOAD(p + 48);
+                vf e01 = __builtin_shufflevector(a0, a1, EVENS), o01 = __builtin_shufflevector(a0, a1, ODDS);
+                vf e23 = __builtin_shufflevector(a2, a3, EVENS), o23 = __builtin_shufflevector(a2, a3, ODDS);
+                vf c0v = __builtin_shufflevector(e01, e23, EVENS), c2v = __builtin_shufflevector(e01, e23, ODDS);
+                vf c1v = __builtin_shufflevector(o01, o23, EVENS), c3v = __builtin_shufflevector(o01, o23, ODDS);
+                vf n4 = (vf){0} + p[64], n5 = (vf){0} + p[65];   /* columns 4l+4, 4l+5: next tile's 0, 1 */
+                dv[6 * rr + 0] = c0v; dv[6 * rr + 1] = c1v; dv[6 * rr + 2] = c2v; dv[6 * rr + 3] = c3v;
+                dv[6 * rr + 4] = __builtin_shufflevector(c0v, n4, NEXT);
+                dv[6 * rr + 5] = __builtin_shufflevector(c1v, n5, NEXT);
             }
-            vf dv[36], t[36], r[36];
-            for (int k = 0; k < 36; k++) dv[k] = VLOAD(d[k]);
-            for (int j = 0; j < 6; j++) BT6(t + j, 6, dv + j, 6);       /* t = Bᵀ d */
-            for (int i = 0; i < 6; i++) BT6(r + 6 * i, 1, t + 6 * i, 1); /* r = t B  */
+            for (int j = 0; j < 6; j++) BT6(t6 + j, 6, dv + j, 6);       /* t = Bᵀ d */
+            for (int i = 0; i < 6; i++) BT6(r + 6 * i, 1, t6 + 6 * i, 1); /* r = t B  */
             for (int k = 0; k < 36; k++) VSTORE_PART(v + ((size_t)k * C + c) * nt + grp, r[k], lanes);
         }
+        grp += lanes;
     }
 }
 
 INLINE void output_impl(const float *m, size_t O, size_t Ho, size_t Wo, size_t tiles_w,
                         size_t t0, size_t nt, size_t o0, size_t o1, float *out) {
-    for (size_t grp = 0; grp < nt; grp += LANES) {
-        size_t lanes = nt - grp < LANES ? nt - grp : LANES;
-        size_t y0[LANES], x0[LANES];
-        int full[LANES];
-        for (size_t l = 0; l < lanes; l++) {
-            size_t t = t0 + grp + l;
-            y0[l] = (t / tiles_w) * 4;
-            x0[l] = (t % tiles_w) * 4;
-            full[l] = y0[l] + 4 <= Ho && x0[l] + 4 <= Wo;
-        }
+    size_t grp = 0;
+    while (grp < nt) {
+        size_t t = t0 + grp, tx = t % tiles_w, lanes = tiles_w - tx;
+        if (lanes > nt - grp) lanes = nt - grp;
+        if (lanes > LANES) lanes = LANES;
+        size_t ys = (t / tiles_w) * 4, xs = tx * 4;
+        size_t cols = Wo - xs < 4 * lanes ? Wo - xs : 4 * lanes;   /* output columns of the run */
+        size_t rows = Ho - ys < 4 ? Ho - ys : 4;
         for (size_t o = o0; o < o1; o++) {
-            vf mv[36], t[24], r[16];
+            vf mv[36], t6[24], r[16];
             for (int k = 0; k < 36; k++) mv[k] = VLOAD_PART(m + ((size_t)k * O + o) * nt + grp, lanes);
-            for (int j = 0; j < 6; j++) AT6(t + j, 6, mv + j, 6);       /* t = Aᵀ m (4×6) */
-            for (int i = 0; i < 4; i++) AT6(r + 4 * i, 1, t + 6 * i, 1); /* r = t A  (4×4) */
-            float y[16][LANES];
-            for (int k = 0; k < 16; k++) VSTORE(y[k], r[k]);
+            for (int j = 0; j < 6; j++) AT6(t6 + j, 6, mv + j, 6);       /* t = Aᵀ m (4×6) */
+            for (int i = 0; i < 4; i++) AT6(r + 4 * i, 1, t6 + 6 * i, 1); /* r = t A  (4×4) */
             float *oc = out + o * Ho * Wo;
-            for (size_t l = 0; l < lanes; l++) {
-                float *p = oc + y0[l] * Wo + x0[l];
-                if (full[l]) {
-                    for (int i = 0; i < 4; i++)
-                        for (int j = 0; j < 4; j++) p[i * Wo + j] += y[4 * i + j][l];
+            for (size_t i = 0; i < rows; i++) {
+                /* Output row i of the run: column 4l+j is r[4i+j][l]. */
+                vf z01l = __builtin_shufflevector(r[4 * i], r[4 * i + 1], ZIPLO);
+                vf z01h = __builtin_shufflevector(r[4 * i], r[4 * i + 1], ZIPHI);
+                vf z23l = __builtin_shufflevector(r[4 * i + 2], r[4 * i + 3], ZIPLO);
+                vf z23h = __builtin_shufflevector(r[4 * i + 2], r[4 * i + 3], ZIPHI);
+                vf q0 = __builtin_shufflevector(z01l, z23l, ZIP2LO), q1 = __builtin_shufflevector(z01l, z23l, ZIP2HI);
+                vf q2 = __builtin_shufflevector(z01h, z23h, ZIP2LO), q3 = __builtin_shufflevector(z01h, z23h, ZIP2HI);
+                float *p = oc + (ys + i) * Wo + xs;
+                if (cols == 4 * LANES) {
+                    VSTORE(p, VLOAD(p) + q0);
+                    VSTORE(p + 16, VLOAD(p + 16) + q1);
+                    VSTORE(p + 32, VLOAD(p + 32) + q2);
+                    VSTORE(p + 48, VLOAD(p + 48) + q3);
                 } else {
-                    for (size_t i = 0; i < 4 && y0[l] + i < Ho; i++)
-                        for (size_t j = 0; j < 4 && x0[l] + j < Wo; j++) p[i * Wo + j] += y[4 * i + j][l];
+                    float row[4 * LANES];
+                    VSTORE(row, q0); VSTORE(row + 16, q1); VSTORE(row + 32, q2); VSTORE(row + 48, q3);
+                    for (size_t k = 0; k < cols; k++) p[k] += row[k];
                 }
             }
         }
+        grp += lanes;
     }
 }
 

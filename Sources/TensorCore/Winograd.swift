@@ -10,9 +10,9 @@
 // amplify rounding by a few units), against ~1e-7 for the direct sum.
 //
 // Memory is bounded: the image is processed in chunks of tiles whose V and M buffers together
-// stay under `Winograd.chunkBytes`; only U (36·O·C floats) is whole.
-// Threads: each stage (input transform over channels, the 36 GEMMs, output transform over
-// output channels) is one `Threads.parallelFor`; GEMMs inside it run on one BLAS thread.
+// stay under `Winograd.chunkBytes` (per thread); only U (36·O·C floats) is whole.
+// Threads: chunks (at least one per thread) run side by side in one `Threads.parallelFor`,
+// each through the whole pipeline; their GEMMs run on one BLAS thread.
 
 import CKernels
 
@@ -22,7 +22,7 @@ public enum Winograd {
     /// Below this many input or output channels the transforms cost more than they save.
     public static var minChannels = 8
     /// Bytes of transformed input and output tiles held at once (V and M of one chunk).
-    public static var chunkBytes = 8 << 20
+    public static var chunkBytes = 2 << 20
     /// The transforms' instruction set: 2 AVX-512F, 1 AVX2+FMA, 0 portable C. Setting it caps
     /// it (at what the CPU has), for tests of every path.
     public static var isa: Int {
@@ -89,36 +89,37 @@ public func conv2d(_ x: Tensor, winograd w: WinogradConv3x3, bias: Tensor? = nil
 }
 
 /// Adds the conv of x (N×C×H×W) with transformed weights u (36×O×C) into out (N×O×Ho×Wo).
+/// Work is split into jobs of (image, chunk of tiles), at least one per thread; each job runs
+/// the whole pipeline (input transform, 36 GEMMs, output transform) on its own buffers, so a
+/// chunk stays in one core's cache and the threads meet once.
 func conv2dWinograd(_ x: UnsafePointer<Float>, _ u: UnsafePointer<Float>,
                     _ out: UnsafeMutablePointer<Float>, _ g: ConvGeometry) {
     let tilesW = (g.wo + 3) / 4, tiles = (g.ho + 3) / 4 * tilesW
     // Tiles per chunk: a multiple of the 16 lanes the transforms work on, chunks of equal size.
     let perTile = 36 * (g.c + g.o) * MemoryLayout<Float>.size
-    let most = max(16, Winograd.chunkBytes / perTile / 16 * 16)
-    let chunks = (tiles + most - 1) / most
+    let byMemory = (tiles * perTile + Winograd.chunkBytes - 1) / Winograd.chunkBytes
+    // With few jobs, a multiple of the thread count of them, so no thread waits on a last one.
+    let threads = Threads.count
+    var want = max(byMemory, (threads + g.n - 1) / g.n)
+    while (g.n * want) % threads != 0 && g.n * want < 8 * threads { want += 1 }
+    let chunks = max(1, min(want, (tiles + 15) / 16))
     let chunk = min(tiles, ((tiles + chunks - 1) / chunks + 15) / 16 * 16)
-    let v = UnsafeMutablePointer<Float>.allocate(capacity: 36 * g.c * chunk)
-    let m = UnsafeMutablePointer<Float>.allocate(capacity: 36 * g.o * chunk)
-    defer { v.deallocate(); m.deallocate() }
+    let perImage = (tiles + chunk - 1) / chunk
     let (c, o) = (g.c, g.o)
-    for nn in 0..<g.n {
-        let xi = x + nn * c * g.h * g.w, oi = out + nn * o * g.ho * g.wo
-        var t0 = 0
-        while t0 < tiles {
-            let nt = min(chunk, tiles - t0)
-            Threads.parallelFor(c) { r in
-                fa_wino43_input(xi, c, g.h, g.w, g.ph, g.pw, tilesW, t0, nt, r.lowerBound, r.upperBound, v)
+    Threads.parallelFor(g.n * perImage) { jobs in
+        let v = UnsafeMutablePointer<Float>.allocate(capacity: 36 * c * chunk)
+        let m = UnsafeMutablePointer<Float>.allocate(capacity: 36 * o * chunk)
+        defer { v.deallocate(); m.deallocate() }
+        for job in jobs {
+            let (nn, ci) = job.quotientAndRemainder(dividingBy: perImage)
+            let xi = x + nn * c * g.h * g.w, oi = out + nn * o * g.ho * g.wo
+            let t0 = ci * chunk, nt = min(chunk, tiles - t0)
+            fa_wino43_input(xi, c, g.h, g.w, g.ph, g.pw, tilesW, t0, nt, 0, c, v)
+            for xi in 0..<36 {
+                BLAS.gemm(m: o, n: nt, k: c, a: u + xi * o * c, lda: c, b: v + xi * c * nt, ldb: nt,
+                          c: m + xi * o * nt, ldc: nt)
             }
-            Threads.parallelFor(36) { r in
-                for xi in r {
-                    BLAS.gemm(m: o, n: nt, k: c, a: u + xi * o * c, lda: c, b: v + xi * c * nt, ldb: nt,
-                              c: m + xi * o * nt, ldc: nt)
-                }
-            }
-            Threads.parallelFor(o) { r in
-                fa_wino43_output(m, o, g.ho, g.wo, tilesW, t0, nt, r.lowerBound, r.upperBound, oi)
-            }
-            t0 += nt
+            fa_wino43_output(m, o, g.ho, g.wo, tilesW, t0, nt, 0, o, oi)
         }
     }
 }

@@ -35,7 +35,7 @@ final class WinogradTests: XCTestCase {
 
     func testOddShapesMatchNaive() throws {
         try forEveryISA {
-            for (h, w) in [(7, 5), (13, 10), (4, 4), (3, 3), (9, 17)] {
+            for (h, w) in [(7, 5), (13, 10), (4, 4), (3, 3), (9, 17), (6, 70), (5, 32)] {   // 70: a run of 16 whole tiles
                 for p in [0, 1, 2] {
                     try check(c: 9, o: 11, h: h, w: w, padding: p, bias: (h + p) % 2 == 0)
                 }
