@@ -155,7 +155,7 @@ INLINE void input_impl(const float *x, size_t C, size_t H, size_t W, size_t ph, 
     }
 }
 
-INLINE void output_impl(const float *m, size_t O, size_t Ho, size_t Wo, size_t tiles_w,
+INLINE void output_impl(const float *m, const float *bias, size_t O, size_t Ho, size_t Wo, size_t tiles_w,
                         size_t t0, size_t nt, size_t o0, size_t o1, float *out) {
     size_t grp = 0;
     while (grp < nt) {
@@ -171,6 +171,7 @@ INLINE void output_impl(const float *m, size_t O, size_t Ho, size_t Wo, size_t t
             for (int j = 0; j < 6; j++) AT6(t6 + j, 6, mv + j, 6);       /* t = Aᵀ m (4×6) */
             for (int i = 0; i < 4; i++) AT6(r + 4 * i, 1, t6 + 6 * i, 1); /* r = t A  (4×4) */
             float *oc = out + o * Ho * Wo;
+            vf bv = (vf){0} + (bias ? bias[o] : 0.0f);
             for (size_t i = 0; i < rows; i++) {
                 /* Output row i of the run: column 4l+j is r[4i+j][l]. */
                 vf z01l = __builtin_shufflevector(r[4 * i], r[4 * i + 1], ZIPLO);
@@ -181,14 +182,14 @@ INLINE void output_impl(const float *m, size_t O, size_t Ho, size_t Wo, size_t t
                 vf q2 = __builtin_shufflevector(z01h, z23h, ZIP2LO), q3 = __builtin_shufflevector(z01h, z23h, ZIP2HI);
                 float *p = oc + (ys + i) * Wo + xs;
                 if (cols == 4 * LANES) {
-                    VSTORE(p, VLOAD(p) + q0);
-                    VSTORE(p + 16, VLOAD(p + 16) + q1);
-                    VSTORE(p + 32, VLOAD(p + 32) + q2);
-                    VSTORE(p + 48, VLOAD(p + 48) + q3);
+                    VSTORE(p, q0 + bv);
+                    VSTORE(p + 16, q1 + bv);
+                    VSTORE(p + 32, q2 + bv);
+                    VSTORE(p + 48, q3 + bv);
                 } else {
                     float row[4 * LANES];
-                    VSTORE(row, q0); VSTORE(row + 16, q1); VSTORE(row + 32, q2); VSTORE(row + 48, q3);
-                    for (size_t k = 0; k < cols; k++) p[k] += row[k];
+                    VSTORE(row, q0 + bv); VSTORE(row + 16, q1 + bv); VSTORE(row + 32, q2 + bv); VSTORE(row + 48, q3 + bv);
+                    __builtin_memcpy(p, row, cols * sizeof(float));
                 }
             }
         }
@@ -208,10 +209,10 @@ INLINE void output_impl(const float *m, size_t O, size_t Ho, size_t Wo, size_t t
                                     size_t c0, size_t c1, float *v) {                        \
         input_impl(x, C, H, W, ph, pw, tiles_w, t0, nt, c0, c1, v);                          \
     }                                                                                        \
-    attr static void output_##suffix(const float *m, size_t O, size_t Ho, size_t Wo,         \
+    attr static void output_##suffix(const float *m, const float *bias, size_t O, size_t Ho, size_t Wo,         \
                                      size_t tiles_w, size_t t0, size_t nt, size_t o0,        \
                                      size_t o1, float *out) {                                \
-        output_impl(m, O, Ho, Wo, tiles_w, t0, nt, o0, o1, out);                             \
+        output_impl(m, bias, O, Ho, Wo, tiles_w, t0, nt, o0, o1, out);                             \
     }
 
 INSTANTIATE(portable, )
@@ -263,7 +264,7 @@ void fa_wino43_input(const float *x, size_t C, size_t H, size_t W, size_t ph, si
     DISPATCH(input, x, C, H, W, ph, pw, tiles_w, t0, nt, c0, c1, v);
 }
 
-void fa_wino43_output(const float *m, size_t O, size_t Ho, size_t Wo, size_t tiles_w,
+void fa_wino43_output(const float *m, const float *bias, size_t O, size_t Ho, size_t Wo, size_t tiles_w,
                       size_t t0, size_t nt, size_t o0, size_t o1, float *out) {
-    DISPATCH(output, m, O, Ho, Wo, tiles_w, t0, nt, o0, o1, out);
+    DISPATCH(output, m, bias, O, Ho, Wo, tiles_w, t0, nt, o0, o1, out);
 }

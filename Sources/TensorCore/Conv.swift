@@ -57,19 +57,11 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: (In
                    padding: (Int, Int) = (0, 0), dilation: (Int, Int) = (1, 1), groups: Int = 1) throws -> Tensor {
     let g = try ConvGeometry(x: x.shape, weight: weight.shape, bias: bias?.shape, stride: stride,
                              padding: padding, dilation: dilation, groups: groups, name: "conv2d")
+    if Winograd.applies(g) && g.n * g.o * g.ho * g.wo > 0 {
+        return conv2dWinograd(x, u: winogradWeights(weight, o: g.o, c: g.c), bias: bias, g)
+    }
     var out = conv2dOutput(g, bias: bias)
     if out.count == 0 || g.c == 0 { return out }
-    if Winograd.applies(g) {
-        let u = winogradWeights(weight, o: g.o, c: g.c)
-        x.withUnsafeBufferPointer { xp in
-            u.withUnsafeBufferPointer { up in
-                out.withUnsafeMutableBufferPointer { op in
-                    conv2dWinograd(xp.baseAddress!, up.baseAddress!, op.baseAddress!, g)
-                }
-            }
-        }
-        return out
-    }
     x.withUnsafeBufferPointer { xp in
         weight.withUnsafeBufferPointer { wp in
             out.withUnsafeMutableBufferPointer { op in

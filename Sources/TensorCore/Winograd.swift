@@ -76,23 +76,36 @@ public func conv2d(_ x: Tensor, winograd w: WinogradConv3x3, bias: Tensor? = nil
                    padding: (Int, Int) = (0, 0)) throws -> Tensor {
     let g = try ConvGeometry(x: x.shape, weight: [w.outChannels, w.inChannels, 3, 3], bias: bias?.shape,
                              stride: (1, 1), padding: padding, dilation: (1, 1), groups: 1, name: "conv2d")
-    var out = conv2dOutput(g, bias: bias)
-    if out.count == 0 || g.c == 0 { return out }
+    if g.c == 0 || g.n * g.o * g.ho * g.wo == 0 { return conv2dOutput(g, bias: bias) }
+    return conv2dWinograd(x, u: w.u, bias: bias, g)
+}
+
+/// The conv of x (N×C×H×W) with transformed weights u (36×O×C) plus bias: N×O×Ho×Wo, every
+/// element written by the output transform (no zero fill).
+func conv2dWinograd(_ x: Tensor, u: Tensor, bias: Tensor?, _ g: ConvGeometry) -> Tensor {
+    var out = Tensor(uninitialized: [g.n, g.o, g.ho, g.wo])
     x.withUnsafeBufferPointer { xp in
-        w.u.withUnsafeBufferPointer { up in
+        u.withUnsafeBufferPointer { up in
             out.withUnsafeMutableBufferPointer { op in
-                conv2dWinograd(xp.baseAddress!, up.baseAddress!, op.baseAddress!, g)
+                if let bias {
+                    bias.withUnsafeBufferPointer { bp in
+                        conv2dWinograd(xp.baseAddress!, up.baseAddress!, bp.baseAddress!, op.baseAddress!, g)
+                    }
+                } else {
+                    conv2dWinograd(xp.baseAddress!, up.baseAddress!, nil, op.baseAddress!, g)
+                }
             }
         }
     }
     return out
 }
 
-/// Adds the conv of x (N×C×H×W) with transformed weights u (36×O×C) into out (N×O×Ho×Wo).
+/// Writes the conv of x (N×C×H×W) with transformed weights u (36×O×C), plus bias, into out
+/// (N×O×Ho×Wo).
 /// Work is split into jobs of (image, chunk of tiles), at least one per thread; each job runs
 /// the whole pipeline (input transform, 36 GEMMs, output transform) on its own buffers, so a
 /// chunk stays in one core's cache and the threads meet once.
-func conv2dWinograd(_ x: UnsafePointer<Float>, _ u: UnsafePointer<Float>,
+func conv2dWinograd(_ x: UnsafePointer<Float>, _ u: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?,
                     _ out: UnsafeMutablePointer<Float>, _ g: ConvGeometry) {
     let tilesW = (g.wo + 3) / 4, tiles = (g.ho + 3) / 4 * tilesW
     // Tiles per chunk: a multiple of the 16 lanes the transforms work on, chunks of equal size.
@@ -119,7 +132,7 @@ func conv2dWinograd(_ x: UnsafePointer<Float>, _ u: UnsafePointer<Float>,
                 BLAS.gemm(m: o, n: nt, k: c, a: u + xi * o * c, lda: c, b: v + xi * c * nt, ldb: nt,
                           c: m + xi * o * nt, ldc: nt)
             }
-            fa_wino43_output(m, o, g.ho, g.wo, tilesW, t0, nt, 0, o, oi)
+            fa_wino43_output(m, bias, o, g.ho, g.wo, tilesW, t0, nt, 0, o, oi)
         }
     }
 }

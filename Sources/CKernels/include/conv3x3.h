@@ -22,9 +22,10 @@ void fa_wino43_weights(const float *w, size_t O, size_t C, size_t o0, size_t o1,
 void fa_wino43_input(const float *x, size_t C, size_t H, size_t W, size_t ph, size_t pw,
                      size_t tiles_w, size_t t0, size_t nt, size_t c0, size_t c1, float *v);
 
-/* out[o][y][x] += (Aᵀ M A)[y−4ty][x−4tx] for output channels o0..<o1 of one image out
-   (O×Ho×Wo), inside the output only. */
-void fa_wino43_output(const float *m, size_t O, size_t Ho, size_t Wo, size_t tiles_w,
+/* out[o][y][x] = (Aᵀ M A)[y−4ty][x−4tx] + bias[o] (bias may be NULL: no term) for output
+   channels o0..<o1 of one image out (O×Ho×Wo), inside the output only. The tiles partition
+   the output, so out needs no initialisation. */
+void fa_wino43_output(const float *m, const float *bias, size_t O, size_t Ho, size_t Wo, size_t tiles_w,
                       size_t t0, size_t nt, size_t o0, size_t o1, float *out);
 
 /* 2 for AVX-512F, 1 for AVX2+FMA, 0 for the portable path (what the transforms use). */
