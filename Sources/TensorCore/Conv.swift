@@ -4,8 +4,9 @@
 //  - 1×1, stride 1, no padding: one GEMM per batch item and group straight on the input
 //    (weight O×C · x C×HW), nothing copied;
 //  - depthwise (groups == C): a direct loop per plane, innermost on the output row;
-//  - 3×3, stride 1, dilation 1, groups 1, C and O ≥ 8: Winograd F(4×4, 3×3), 36 GEMMs of a
-//    quarter of im2col's multiply-adds over the transformed tiles (Winograd.swift);
+//  - 3×3, stride 1, dilation 1, groups 1, C and O ≥ 8, ≥ 64 output pixels: Winograd
+//    F(4×4, 3×3), 36 GEMMs of a quarter of im2col's multiply-adds over the transformed tiles
+//    (Winograd.swift);
 //  - otherwise im2col into a (C/g·kh·kw)×(Ho·Wo) buffer and one GEMM per batch item and group.
 // `conv2dNaive` / `conv1dNaive` are the direct definitions the fast paths are tested against.
 

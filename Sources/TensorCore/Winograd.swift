@@ -1,6 +1,7 @@
 // Winograd F(4×4, 3×3) for 3×3, stride 1, dilation 1, groups 1 convolutions (Lavin & Gray,
 // "Fast Algorithms for Convolutional Neural Networks", CVPR 2016), the path `conv2d` takes for
-// those shapes when both channel counts are at least `Winograd.minChannels`.
+// those shapes when both channel counts are at least `Winograd.minChannels` and the output has
+// at least `Winograd.minPixels` pixels.
 //
 // Each 4×4 output tile is Aᵀ[Σ_c (G g Gᵀ)_c ⊙ (Bᵀ d B)_c]A over the 6×6 input patch d: the
 // 36 positions ξ of the transformed domain are 36 independent GEMMs
@@ -33,8 +34,12 @@ public enum Winograd {
     /// Whether `conv2d` runs this geometry through Winograd F(4×4, 3×3).
     static func applies(_ g: ConvGeometry) -> Bool {
         enabled && g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1
-            && g.groups == 1 && g.c >= minChannels && g.o >= minChannels
+            && g.groups == 1 && g.c >= minChannels && g.o >= minChannels && g.n * g.ho * g.wo >= minPixels
     }
+
+    /// Below this many output pixels (all images) the per-call weight transform (≈ 100 flops
+    /// per weight pair) costs more than the ≈ 7 multiply-adds per pixel and pair it saves.
+    static let minPixels = 64
 }
 
 /// 3×3 conv weights (O×C×3×3, groups 1) transformed once into the Winograd domain, for a layer
