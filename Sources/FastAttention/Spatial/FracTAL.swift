@@ -169,11 +169,8 @@ public final class FracTAL: AttentionModule {
                     for plane in planes {
                         let (b, ch) = plane.quotientAndRemainder(dividingBy: kk)
                         let src = yb + (b * total + first + ch) * l, dst = ob + plane * l
-                        // −(x·scale + shift), then 1/(1 + e^…), as Tensor.sigmoid after batchNorm.
-                        let a = -scale[first + ch], sh = -shift[first + ch]
-                        for i in 0..<l { dst[i] = src[i] * a + sh }
-                        fa_exp(dst, dst, l)
-                        for i in 0..<l { dst[i] = 1 / (1 + dst[i]) }
+                        // 1/(1 + e^−(x·scale + shift)), as Tensor.sigmoid after batchNorm.
+                        fa_sigmoid_affine(src, dst, l, scale[first + ch], shift[first + ch])
                     }
                 }
             }
