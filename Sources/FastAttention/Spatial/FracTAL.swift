@@ -223,7 +223,7 @@ public final class FracTAL: AttentionModule {
     /// FT(q, k) over channels (→ N×1×H×W) and over H×W (→ N×C×1×1) for N×C×H×W maps, from
     /// one vectorised pass (`fa_tanimoto_sums`, Double) over the sums of q·k, q², k², q and k;
     /// the complements' inner products follow from them (Σ(1−p)(1−l) = n − Σp − Σl + Σpl).
-    static func similarities(_ q: Tensor, _ k: Tensor, depth: Int) -> (spatial: Tensor, channel: Tensor) {
+    public static func similarities(_ q: Tensor, _ k: Tensor, depth: Int) -> (spatial: Tensor, channel: Tensor) {
         let n = q.shape[0], c = q.shape[1], h = q.shape[2], w = q.shape[3], l = h * w
         var spatial = Tensor(uninitialized: [n, 1, h, w]), channel = Tensor(uninitialized: [n, c, 1, 1])
         var pix = [Double](repeating: 0, count: 5 * l), chan = [Double](repeating: 0, count: 5 * c)
