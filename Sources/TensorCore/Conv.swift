@@ -1,9 +1,12 @@
 // Convolution as torch.nn.functional.conv1d / conv2d: zero padding, stride, dilation, groups.
 //
-// Three paths, chosen by shape:
+// Four paths, chosen by shape:
 //  - 1×1, stride 1, no padding: one GEMM per batch item and group straight on the input
 //    (weight O×C · x C×HW), nothing copied;
 //  - depthwise (groups == C): a direct loop per plane, innermost on the output row;
+//  - 3×3, stride 1, dilation 1, groups 1, C and O ≥ 8, ≥ 64 output pixels: Winograd
+//    F(4×4, 3×3), 36 GEMMs of a quarter of im2col's multiply-adds over the transformed tiles
+//    (Winograd.swift);
 //  - otherwise im2col into a (C/g·kh·kw)×(Ho·Wo) buffer and one GEMM per batch item and group.
 // `conv2dNaive` / `conv1dNaive` are the direct definitions the fast paths are tested against.
 
@@ -55,16 +58,10 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: (In
                    padding: (Int, Int) = (0, 0), dilation: (Int, Int) = (1, 1), groups: Int = 1) throws -> Tensor {
     let g = try ConvGeometry(x: x.shape, weight: weight.shape, bias: bias?.shape, stride: stride,
                              padding: padding, dilation: dilation, groups: groups, name: "conv2d")
-    let hw = g.ho * g.wo
-    // Start from the bias (or zeros) and accumulate every path into it with beta = 1.
-    var out = Tensor(zeros: [g.n, g.o, g.ho, g.wo])
-    if let bias, hw > 0 {
-        bias.withUnsafeBufferPointer { b in
-            out.withUnsafeMutableBufferPointer { op in
-                for plane in 0..<(g.n * g.o) { (op.baseAddress! + plane * hw).update(repeating: b[plane % g.o], count: hw) }
-            }
-        }
+    if Winograd.applies(g) && g.n * g.o * g.ho * g.wo > 0 {
+        return conv2dWinograd(x, u: winogradWeights(weight, o: g.o, c: g.c), bias: bias, g)
     }
+    var out = conv2dOutput(g, bias: bias)
     if out.count == 0 || g.c == 0 { return out }
     x.withUnsafeBufferPointer { xp in
         weight.withUnsafeBufferPointer { wp in
@@ -75,6 +72,20 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: (In
                 } else {
                     conv2dGemm(xb, wb, ob, g)
                 }
+            }
+        }
+    }
+    return out
+}
+
+/// N×O×Ho×Wo filled with the bias (or zeros): every path accumulates into it.
+func conv2dOutput(_ g: ConvGeometry, bias: Tensor?) -> Tensor {
+    let hw = g.ho * g.wo
+    var out = Tensor(zeros: [g.n, g.o, g.ho, g.wo])
+    if let bias, hw > 0 {
+        bias.withUnsafeBufferPointer { b in
+            out.withUnsafeMutableBufferPointer { op in
+                for plane in 0..<(g.n * g.o) { (op.baseAddress! + plane * hw).update(repeating: b[plane % g.o], count: hw) }
             }
         }
     }

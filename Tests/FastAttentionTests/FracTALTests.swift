@@ -52,6 +52,32 @@ final class FracTALTests: XCTestCase {
         XCTAssertLessThan(FracTAL.fractalTanimoto([1, 0, 1, 0], [0, 1, 0, 1]), 1e-5)
     }
 
+    /// The vectorised map sums (fa_tanimoto_sums: 8-lane Double pass, complements derived from
+    /// the plain sums) against the per-vector definition, on sizes that leave a scalar tail.
+    func testSimilaritiesMatchThePerVectorMetric() {
+        var g = SeededGenerator(seed: 21)
+        let (n, c, h, w) = (2, 5, 5, 7)
+        let qs = (0..<(n * c * h * w)).map { _ in Float(1 / (1 + exp(-3 * g.nextNormal()))) }
+        let ks = (0..<(n * c * h * w)).map { _ in Float(1 / (1 + exp(-3 * g.nextNormal()))) }
+        let q = Tensor(shape: [n, c, h, w], scalars: qs), k = Tensor(shape: [n, c, h, w], scalars: ks)
+        for depth in [0, 5] {
+            let (spatial, channel) = FracTAL.similarities(q, k, depth: depth)
+            let l = h * w
+            for b in 0..<n {
+                for i in 0..<l {
+                    let idx = (0..<c).map { (b * c + $0) * l + i }
+                    let ref = FracTAL.fractalTanimoto(idx.map { qs[$0] }, idx.map { ks[$0] }, depth: depth)
+                    XCTAssertEqual(Double(spatial.scalars[b * l + i]), ref, accuracy: 1e-6)
+                }
+                for ch in 0..<c {
+                    let r = (b * c + ch) * l
+                    let ref = FracTAL.fractalTanimoto(Array(qs[r..<r + l]), Array(ks[r..<r + l]), depth: depth)
+                    XCTAssertEqual(Double(channel.scalars[b * c + ch]), ref, accuracy: 1e-6)
+                }
+            }
+        }
+    }
+
     func testModuleSimilarityMapsAreInUnitInterval() throws {
         let x = randomTensor([2, 6, 5, 8], seed: 3)
         let m = try XCTUnwrap(try Registry.make(id: "fractal-tanimoto", settings: ["nkeys": "4"], inputShape: x.shape) as? FracTAL)

@@ -19,7 +19,8 @@ import TensorCore
 ///   p = LeakyReLU(latlayer3(y)) + x; smooth_feat = LeakyReLU(conv3×3(p)). LeakyReLU slope 0.01.
 /// - Map (per-query): the implicit weights cos(q_i, k_j)/n the query gives every pixel (no
 ///   softmax: values in [−1/n, 1/n], signed). O(n·32) per query.
-/// - Cost: O(n·32·C) time, O(n·C) memory (the paper's O(n·c²)).
+/// - Cost: O(n·32·C) time, O(n·C) memory (the paper's O(n·c²)); beside it the 3×3 smoothing
+///   conv, O(n·C·out_chan), run as Winograd F(4×4, 3×3) on weights transformed at init.
 ///
 /// Quirks of the reference:
 /// - fanet.py's `BatchNorm2d` subclass skips normalisation in forward and applies only its
@@ -61,6 +62,8 @@ public final class FastAttModule: AttentionModule {
     let wQs: PointwiseConv, wKs: PointwiseConv, wVs: PointwiseConv, latlayer3: PointwiseConv
     let up: PointwiseConv
     let smooth: Conv2d
+    /// `smooth`'s weights in the Winograd domain, transformed once at init.
+    let smoothWinograd: WinogradConv3x3
     /// fanet.py's BatchNorm2d instances: carried for strict loading, never applied.
     let unusedNorms: [BatchNorm2d]
 
@@ -93,6 +96,7 @@ public final class FastAttModule: AttentionModule {
         up = convBN("up", out: c / 2)
         smooth = try Conv2d(p.scoped("smooth").scoped("conv"), inChannels: c, outChannels: outChan,
                             kernelSize: 3, padding: 1, bias: false)
+        smoothWinograd = try WinogradConv3x3(weight: smooth.weight)
         norms.append(BatchNorm2d(p.scoped("smooth").scoped("bn"), numFeatures: outChan))
         unusedNorms = norms
     }
@@ -134,7 +138,7 @@ public final class FastAttModule: AttentionModule {
         var p = latlayer3.map(fromTokens: y, height: h, width: w)  // N, C, H, W
         leakyReluInPlace(&p)
         p += x
-        var out = try smooth(p)                                    // N, out_chan, H, W
+        var out = try conv2d(p, winograd: smoothWinograd, padding: (1, 1))  // smooth: N, out_chan, H, W
         leakyReluInPlace(&out)
         return out
     }

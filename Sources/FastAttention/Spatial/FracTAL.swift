@@ -5,6 +5,7 @@
 // nn/layers/ftnmt.py `FTanimoto` (MXNet Gluon), read in full, through the PyTorch
 // transliteration in Tools/reference/fractal_tanimoto.py.
 
+import CKernels
 import Foundation
 import TensorCore
 
@@ -27,6 +28,8 @@ import TensorCore
 ///   H′×W′ per channel, nkeys values) is `similarities(_:)`'s second result, and its mean and
 ///   range are printed in the map's label. Cost O(nkeys·H′·W′) beside the convs.
 /// - Cost: O(H·W·(C·nkeys·k²/nheads + nkeys·D)): the convs dominate, all linear in pixels.
+///   With nheads = 1 the three convs run as one (3·nkeys output channels, weights concatenated
+///   at init), for 3×3 kernels through Winograd F(4×4, 3×3) (a quarter of the multiply-adds).
 ///
 /// Quirks of the reference:
 /// - Gluon infers the input channels; here the input tells them (`nkeys` defaults to them too).
@@ -73,6 +76,18 @@ public final class FracTAL: AttentionModule {
     let key: (conv: Conv2d, norm: BatchNorm2d)
     let value: (conv: Conv2d, norm: BatchNorm2d)
     let norm: BatchNorm2d
+    /// The q, k, v convs as one conv with 3·nkeys output channels (weights concatenated at
+    /// init), when they are ungrouped: one im2col or one Winograd input transform instead of
+    /// three. nil with nheads > 1 (the fused conv's groups would mix q, k and v channels).
+    let fusedQKV: FusedConv?
+    /// The q, k, v BatchNorms folded to y·scale + shift (3·nkeys channels, as `batchNorm` folds
+    /// them), applied with the sigmoid straight off the fused conv's output.
+    let fusedAffine: (scale: [Float], shift: [Float])
+
+    enum FusedConv {
+        case winograd(WinogradConv3x3)   // 3×3: weights already in the Winograd domain
+        case weight(Tensor)              // other kernels: conv2d's own paths
+    }
 
     public var expectedInput: String { "N×\(inChannels)×H×W" }
 
@@ -104,11 +119,63 @@ public final class FracTAL: AttentionModule {
         key = try convNormed("key")
         value = try convNormed("value")
         norm = BatchNorm2d(att.scoped("norm"), numFeatures: nkeys)
+        if heads == 1 {
+            let w = Tensor.concatenated([query.conv.weight, key.conv.weight, value.conv.weight], axis: 0)
+            fusedQKV = k == 3 ? .winograd(try WinogradConv3x3(weight: w)) : .weight(w)
+        } else {
+            fusedQKV = nil
+        }
+        var scale: [Float] = [], shift: [Float] = []
+        for bn in [query.norm, key.norm, value.norm] {
+            let m = bn.runningMean!.scalars, v = bn.runningVar!.scalars
+            let w = bn.weight!.scalars, b = bn.bias!.scalars
+            for ch in 0..<nkeys {
+                let a = Double(w[ch]) / (Double(v[ch]) + Double(bn.eps)).squareRoot()
+                scale.append(Float(a))
+                shift.append(Float(Double(b[ch]) - Double(m[ch]) * a))
+            }
+        }
+        fusedAffine = (scale, shift)
     }
 
     /// σ(BN(conv(x))): N×C×H×W → N×nkeys×H′×W′.
     func branch(_ b: (conv: Conv2d, norm: BatchNorm2d), _ x: Tensor) throws -> Tensor {
         try b.norm(try b.conv(x)).sigmoid()
+    }
+
+    /// q, k, v = σ(BN(conv(x))) for the three branches, through the fused conv when there is one.
+    func branches(_ x: Tensor) throws -> (q: Tensor, k: Tensor, v: Tensor) {
+        guard let fusedQKV else { return (try branch(query, x), try branch(key, x), try branch(value, x)) }
+        let pad = config.int("padding")
+        let y: Tensor                                                 // N, 3K, H′, W′
+        switch fusedQKV {
+        case .winograd(let w): y = try conv2d(x, winograd: w, padding: (pad, pad))
+        case .weight(let w): y = try conv2d(x, weight: w, padding: (pad, pad))
+        }
+        return (sigmoidNormed(y, first: 0), sigmoidNormed(y, first: nkeys), sigmoidNormed(y, first: 2 * nkeys))
+    }
+
+    /// σ(BN(y[:, first..<first+nkeys])) for one branch of the fused conv's output y
+    /// (N×3K×H′×W′), one pass per plane: no split copy, no separate BN and sigmoid passes.
+    func sigmoidNormed(_ y: Tensor, first: Int) -> Tensor {
+        let n = y.shape[0], total = y.shape[1], l = y.shape[2] * y.shape[3], kk = nkeys
+        var out = Tensor(uninitialized: [n, kk, y.shape[2], y.shape[3]])
+        if out.count == 0 { return out }
+        let (scale, shift) = fusedAffine
+        y.withUnsafeBufferPointer { yp in
+            out.withUnsafeMutableBufferPointer { op in
+                let (yb, ob) = (yp.baseAddress!, op.baseAddress!)
+                Threads.parallelFor(n * kk, minChunk: max(1, 16384 / max(l, 1))) { planes in
+                    for plane in planes {
+                        let (b, ch) = plane.quotientAndRemainder(dividingBy: kk)
+                        let src = yb + (b * total + first + ch) * l, dst = ob + plane * l
+                        // 1/(1 + e^−(x·scale + shift)), as Tensor.sigmoid after batchNorm.
+                        fa_sigmoid_affine(src, dst, l, scale[first + ch], shift[first + ch])
+                    }
+                }
+            }
+        }
+        return out
     }
 
     func checked(_ x: Tensor) throws -> Tensor {
@@ -124,8 +191,8 @@ public final class FracTAL: AttentionModule {
 
     public func callAsFunction(_ x: Tensor) throws -> Tensor {
         let x = try checked(x)
-        let q = try branch(query, x), k = try branch(key, x)
-        var v = try branch(value, x)                                  // N, K, H′, W′
+        let (q, k, attended) = try branches(x)
+        var v = attended                                              // N, K, H′, W′
         let (spatial, channel) = Self.similarities(q, k, depth: depth)
         let n = v.shape[0], c = v.shape[1], l = v.shape[2] * v.shape[3]
         v.withUnsafeMutableBufferPointer { vp in
@@ -149,53 +216,54 @@ public final class FracTAL: AttentionModule {
     /// module's query and key maps on `x`.
     public func similarities(_ x: Tensor) throws -> (spatial: Tensor, channel: Tensor) {
         let x = try checked(x)
-        return Self.similarities(try branch(query, x), try branch(key, x), depth: depth)
+        let (q, k, _) = try branches(x)
+        return Self.similarities(q, k, depth: depth)
     }
 
-    /// FT(q, k) over channels (→ N×1×H×W) and over H×W (→ N×C×1×1) for N×C×H×W maps, in one
-    /// pass each over the five inner products of p, l and their complements.
-    static func similarities(_ q: Tensor, _ k: Tensor, depth: Int) -> (spatial: Tensor, channel: Tensor) {
+    /// FT(q, k) over channels (→ N×1×H×W) and over H×W (→ N×C×1×1) for N×C×H×W maps, from
+    /// one vectorised pass (`fa_tanimoto_sums`, Double) over the sums of q·k, q², k², q and k;
+    /// the complements' inner products follow from them (Σ(1−p)(1−l) = n − Σp − Σl + Σpl).
+    public static func similarities(_ q: Tensor, _ k: Tensor, depth: Int) -> (spatial: Tensor, channel: Tensor) {
         let n = q.shape[0], c = q.shape[1], h = q.shape[2], w = q.shape[3], l = h * w
         var spatial = Tensor(uninitialized: [n, 1, h, w]), channel = Tensor(uninitialized: [n, c, 1, 1])
+        var pix = [Double](repeating: 0, count: 5 * l), chan = [Double](repeating: 0, count: 5 * c)
         q.withUnsafeBufferPointer { qp in
-            k.withUnsafeBufferPointer { kp in
-                spatial.withUnsafeMutableBufferPointer { sp in
-                    channel.withUnsafeMutableBufferPointer { cp in
-                        // Per pixel sums over channels: channel-outer, pixel-inner (contiguous).
-                        var acc = [Double](repeating: 0, count: 6 * l)
-                        for b in 0..<n {
-                            for j in acc.indices { acc[j] = 0 }
-                            for ch in 0..<c {
-                                let base = (b * c + ch) * l
-                                for i in 0..<l {
-                                    let p = Double(qp[base + i]), t = Double(kp[base + i])
-                                    let pc = 1 - p, tc = 1 - t
-                                    acc[i] += p * t; acc[l + i] += p * p; acc[2 * l + i] += t * t
-                                    acc[3 * l + i] += pc * tc; acc[4 * l + i] += pc * pc; acc[5 * l + i] += tc * tc
-                                }
-                            }
-                            for i in 0..<l {
-                                sp[b * l + i] = Float(complemented(acc[i], acc[l + i], acc[2 * l + i],
-                                                                   acc[3 * l + i], acc[4 * l + i], acc[5 * l + i], depth))
-                            }
-                        }
-                        // Per channel sums over H×W.
-                        for r in 0..<(n * c) {
-                            var s = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
-                            let base = r * l
-                            for i in 0..<l {
-                                let p = Double(qp[base + i]), t = Double(kp[base + i])
-                                let pc = 1 - p, tc = 1 - t
-                                s.0 += p * t; s.1 += p * p; s.2 += t * t
-                                s.3 += pc * tc; s.4 += pc * pc; s.5 += tc * tc
-                            }
-                            cp[r] = Float(complemented(s.0, s.1, s.2, s.3, s.4, s.5, depth))
-                        }
-                    }
+        k.withUnsafeBufferPointer { kp in
+        spatial.withUnsafeMutableBufferPointer { sp in
+        channel.withUnsafeMutableBufferPointer { cp in
+        pix.withUnsafeMutableBufferPointer { px in
+        chan.withUnsafeMutableBufferPointer { cs in
+            for b in 0..<n {
+                if b > 0 { px.update(repeating: 0); cs.update(repeating: 0) }
+                if c > 0 && l > 0 {
+                    fa_tanimoto_sums(qp.baseAddress! + b * c * l, kp.baseAddress! + b * c * l, c, l,
+                                     px.baseAddress!, cs.baseAddress!)
+                }
+                let nc = Double(c)
+                for i in 0..<l {
+                    sp[b * l + i] = Float(fromSums(px[i], px[l + i], px[2 * l + i], px[3 * l + i], px[4 * l + i],
+                                                   count: nc, depth))
+                }
+                let nl = Double(l)
+                for ch in 0..<c {
+                    let r = 5 * ch
+                    cp[b * c + ch] = Float(fromSums(cs[r], cs[r + 1], cs[r + 2], cs[r + 3], cs[r + 4], count: nl, depth))
                 }
             }
         }
+        }
+        }
+        }
+        }
+        }
         return (spatial, channel)
+    }
+
+    /// `complemented` from Σpl, Σp², Σl², Σp, Σl over `count` elements.
+    @inline(__always)
+    static func fromSums(_ pl: Double, _ pp: Double, _ ll: Double, _ p: Double, _ l: Double,
+                         count: Double, _ depth: Int) -> Double {
+        complemented(pl, pp, ll, count - p - l + pl, count - 2 * p + pp, count - 2 * l + ll, depth)
     }
 
     /// ½·(T(p, l) + T(1 − p, 1 − l)) from the inner products ⟨p,l⟩, ⟨p,p⟩, ⟨l,l⟩ and those of the
