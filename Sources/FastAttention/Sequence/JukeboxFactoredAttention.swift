@@ -186,9 +186,27 @@ public final class JukeboxFactoredAttention: BlockSparseModule {
 
     public func callAsFunction(_ x: Tensor) throws -> Tensor {
         let l = try check(x)
-        let (q, k, v) = qkv(x)
-        let a = BlockSparseAttention.multiHead(q: q, k: k, v: v, heads: heads, parts: try layouts(length: l),
-                                               scale: scale)                     // N, L, n_state
+        let parts = try layouts(length: l)
+        let y = Self.conv1D(x, cAttnW, cAttnB)                                   // N, L, 3·n_state
+        guard parts.count == 1 else {
+            let qkv = y.split(sizes: [nState, nState, nState], axis: 2)
+            return Self.conv1D(BlockSparseAttention.multiHead(q: qkv[0], k: qkv[1], v: qkv[2], heads: heads, parts: parts,
+                                                              scale: scale), cProjW, cProjB)
+        }
+        // q, k, v read in place from c_attn's output (row stride 3·n_state): no split copies.
+        let n = x.shape[0], ns = nState, d = nState / heads, ld = 3 * nState
+        var a = Tensor(uninitialized: [n, l, ns])                                // N, L, n_state
+        y.withUnsafeBufferPointer { yp in
+            a.withUnsafeMutableBufferPointer { ap in
+                let base = yp.baseAddress!
+                BlockSparseAttention.forward(
+                    layouts: parts[0], batch: n, heads: heads, d: d, dv: d,
+                    q: .init(base: base, ld: ld, batchStride: l * ld, headStride: d),
+                    k: .init(base: base + ns, ld: ld, batchStride: l * ld, headStride: d),
+                    v: .init(base: base + 2 * ns, ld: ld, batchStride: l * ld, headStride: d),
+                    out: ap.baseAddress!, outLd: ns, outBatchStride: l * ns, outHeadStride: d, scale: scale)
+            }
+        }
         return Self.conv1D(a, cProjW, cProjB)                                    // N, L, n_in
     }
 
