@@ -93,6 +93,104 @@ static void sk_scale_avx2(float *x, size_t n, float a) {
     for (; i < n; i++) x[i] *= a;
 }
 
+/* ---------- AVX-512F paths (16 lanes; the same exp polynomial, 2^n by scalef) ---------- */
+
+static int g_has_avx512 = -1;
+
+static int sk_has_avx512(void) {
+    if (g_has_avx512 < 0) {
+        __builtin_cpu_init();
+        g_has_avx512 = __builtin_cpu_supports("avx512f") && fa_has_avx2();
+    }
+    return g_has_avx512;
+}
+
+__attribute__((target("avx512f")))
+static inline __m512 sk_exp512(__m512 x) {
+    const __m512 hi = _mm512_set1_ps(88.3762626647949f);
+    const __m512 lo = _mm512_set1_ps(-87.3365478515625f);
+    __mmask16 under = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
+    __mmask16 over = _mm512_cmp_ps_mask(x, hi, _CMP_GT_OQ);
+    __mmask16 isnan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+    __m512 xc = _mm512_min_ps(_mm512_max_ps(x, lo), hi);
+    __m512 fx = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), xc);
+    r = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 r2 = _mm512_mul_ps(r, r);
+    __m512 y = _mm512_set1_ps(1.9875691500e-4f);
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3981999507e-3f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073e-3f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894e-2f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
+    y = _mm512_fmadd_ps(y, r2, r);
+    y = _mm512_add_ps(y, _mm512_set1_ps(1.0f));
+    y = _mm512_scalef_ps(y, fx);
+    y = _mm512_maskz_mov_ps((__mmask16)~under, y);
+    y = _mm512_mask_mov_ps(y, over, _mm512_set1_ps(INFINITY));
+    return _mm512_mask_mov_ps(y, isnan, x);
+}
+
+static inline __mmask16 sk_tail(size_t r) { return (__mmask16)((1u << r) - 1u); }
+
+__attribute__((target("avx512f")))
+static float sk_exp_sum_512(float *x, size_t n, float mx) {
+    __m512 vm = _mm512_set1_ps(mx), acc = _mm512_setzero_ps();
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 e = sk_exp512(_mm512_sub_ps(_mm512_loadu_ps(x + i), vm));
+        _mm512_storeu_ps(x + i, e);
+        acc = _mm512_add_ps(acc, e);
+    }
+    if (i < n) {
+        __mmask16 t = sk_tail(n - i);
+        __m512 v = _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), t, x + i);
+        __m512 e = sk_exp512(_mm512_sub_ps(v, vm));
+        _mm512_mask_storeu_ps(x + i, t, e);
+        acc = _mm512_add_ps(acc, _mm512_maskz_mov_ps(t, e));
+    }
+    return _mm512_reduce_add_ps(acc);
+}
+
+__attribute__((target("avx512f")))
+static float sk_max_512(const float *x, size_t n) {
+    __m512 m = _mm512_set1_ps(-INFINITY);
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) m = _mm512_max_ps(m, _mm512_loadu_ps(x + i));
+    if (i < n) m = _mm512_max_ps(m, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), sk_tail(n - i), x + i));
+    return _mm512_reduce_max_ps(m);
+}
+
+__attribute__((target("avx512f")))
+static void sk_scale_512(float *x, size_t n, float a) {
+    __m512 va = _mm512_set1_ps(a);
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_loadu_ps(x + i), va));
+    if (i < n) {
+        __mmask16 t = sk_tail(n - i);
+        _mm512_mask_storeu_ps(x + i, t, _mm512_mul_ps(_mm512_maskz_loadu_ps(t, x + i), va));
+    }
+}
+
+/* Row helpers at the best available width. */
+static float sk_max(int lvl, const float *x, size_t n);
+static float sk_exp_sum(int lvl, float *x, size_t n, float mx);
+static void sk_scale(int lvl, float *x, size_t n, float a);
+static int sk_level(void) { return sk_has_avx512() ? 2 : fa_has_avx2() ? 1 : 0; }
+
+static float sk_max(int lvl, const float *x, size_t n) {
+    return lvl == 2 ? sk_max_512(x, n) : lvl == 1 ? sk_max_avx2(x, n) : sk_max_scalar(x, n);
+}
+static float sk_exp_sum(int lvl, float *x, size_t n, float mx) {
+    return lvl == 2 ? sk_exp_sum_512(x, n, mx) : lvl == 1 ? sk_exp_sum_avx2(x, n, mx) : sk_exp_sum_scalar(x, n, mx);
+}
+static void sk_scale(int lvl, float *x, size_t n, float a) {
+    if (lvl == 2) sk_scale_512(x, n, a);
+    else if (lvl == 1) sk_scale_avx2(x, n, a);
+    else for (size_t i = 0; i < n; i++) x[i] *= a;
+}
+
 /* ---------- bucketed masked softmax ---------- */
 
 static inline float sk_mask_one(float v, int32_t kp, int32_t qp, int causal, float cv, int has_self,
@@ -160,7 +258,7 @@ void fa_bucketed_softmax_rows(float *s, size_t rows, size_t cols, size_t ld,
                               const int32_t *key_pos, const int32_t *query_pos,
                               int causal, float causal_value, int has_self, float self_value,
                               int32_t valid_length, float padding_value, float *lse) {
-    int v = fa_has_avx2();
+    int v = fa_has_avx2(), lvl = sk_level();
     /* Whether any key of the chunk can be masked at all (else the masking pass is skipped). */
     int any_mask = causal || has_self;
     if (!any_mask) {
@@ -180,15 +278,14 @@ void fa_bucketed_softmax_rows(float *s, size_t rows, size_t cols, size_t ld,
             lse[r] = NAN;
             continue;
         }
-        float mx = v ? sk_max_avx2(row, cols) : sk_max_scalar(row, cols);
+        float mx = sk_max(lvl, row, cols);
         if (mx == -INFINITY) {
             for (size_t j = 0; j < cols; j++) row[j] = 0.f;
             lse[r] = -INFINITY;
             continue;
         }
-        float sum = v ? sk_exp_sum_avx2(row, cols, mx) : sk_exp_sum_scalar(row, cols, mx);
-        float inv = 1.f / sum;
-        if (v) sk_scale_avx2(row, cols, inv); else for (size_t j = 0; j < cols; j++) row[j] *= inv;
+        float sum = sk_exp_sum(lvl, row, cols, mx);
+        sk_scale(lvl, row, cols, 1.f / sum);
         lse[r] = mx + logf(sum);
     }
 }
@@ -218,7 +315,7 @@ void fa_mask_bits(float *row, const uint64_t *bits, size_t n) {
 void fa_online_softmax_tile_spans(float *s, size_t rows, size_t cols, size_t ld,
                                   const int32_t *lo, const int32_t *hi,
                                   float *m, float *l, float *corr) {
-    int v = fa_has_avx2();
+    int lvl = sk_level();
     for (size_t r = 0; r < rows; r++) {
         float *row = s + r * ld;
         size_t a = lo[r] < 0 ? 0 : (size_t)lo[r];
@@ -227,7 +324,7 @@ void fa_online_softmax_tile_spans(float *s, size_t rows, size_t cols, size_t ld,
         if (a > b) a = b;
         for (size_t j = 0; j < a; j++) row[j] = 0.f;
         for (size_t j = b; j < cols; j++) row[j] = 0.f;
-        float tmax = a < b ? (v ? sk_max_avx2(row + a, b - a) : sk_max_scalar(row + a, b - a)) : -INFINITY;
+        float tmax = a < b ? sk_max(lvl, row + a, b - a) : -INFINITY;
         float nm = tmax > m[r] ? tmax : m[r];
         if (nm == -INFINITY) {
             for (size_t j = a; j < b; j++) row[j] = 0.f;
@@ -235,7 +332,7 @@ void fa_online_softmax_tile_spans(float *s, size_t rows, size_t cols, size_t ld,
             continue;
         }
         float c = (m[r] == -INFINITY) ? 0.f : expf(m[r] - nm);
-        float sum = v ? sk_exp_sum_avx2(row + a, b - a, nm) : sk_exp_sum_scalar(row + a, b - a, nm);
+        float sum = sk_exp_sum(lvl, row + a, b - a, nm);
         corr[r] = c;
         l[r] = l[r] * c + sum;
         m[r] = nm;
