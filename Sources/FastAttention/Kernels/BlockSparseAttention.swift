@@ -186,10 +186,12 @@ public enum BlockSparseAttention {
                                     }
                                 }
                             }
-                            fa_online_softmax_tile(s, rows, n, n, m, l, corr)
-                        } else {
-                            fa_online_softmax_tile_spans(s, rows, n, n, spanLo, spanHi, m, l, corr)
+                            // Every column counts (masked ones are −inf): the span tile with full
+                            // spans, for its AVX-512 exp.
+                            spanLo.update(repeating: 0, count: rows)
+                            spanHi.update(repeating: Int32(n), count: rows)
                         }
+                        fa_online_softmax_tile_spans(s, rows, n, n, spanLo, spanHi, m, l, corr)
                         for r in 0..<rows where corr[r] != 1 {
                             let c = corr[r], row = o + r * dv
                             for j in 0..<dv { row[j] *= c }
@@ -346,29 +348,30 @@ public enum BlockSparseAttention {
         var merged = outs.removeFirst()
         let others = outs
         outs = []
+        // Raw pointers to every part's lse and the other parts' outputs, taken once.
+        let lsePtrs = lses.map { t in t.withUnsafeBufferPointer { $0.baseAddress! } }
+        let otherPtrs = others.map { t in t.withUnsafeBufferPointer { $0.baseAddress! } }
+        withExtendedLifetime((lses, others)) {
         merged.withUnsafeMutableBufferPointer { mp in
-            var w = [Float](repeating: 0, count: parts.count)
-            for bi in 0..<b {
-                for h in 0..<heads {
-                    for i in 0..<l {
-                        let ls = lses.map { $0.withUnsafeBufferPointer { $0[(bi * heads + h) * l + i] } }
-                        let mx = ls.max()!
-                        let dst = mp.baseAddress! + (bi * l + i) * cv + h * dv
-                        if mx == -.infinity { continue }
-                        var z: Float = 0
-                        for p in 0..<parts.count { w[p] = Foundation.exp(ls[p] - mx); z += w[p] }
-                        let a0 = w[0] / z
-                        for j in 0..<dv { dst[j] *= a0 }
-                        for p in 1..<parts.count where w[p] > 0 {
-                            let a = w[p] / z
-                            others[p - 1].withUnsafeBufferPointer { op in
-                                let src = op.baseAddress! + (bi * l + i) * cv + h * dv
-                                for j in 0..<dv { dst[j] += a * src[j] }
-                            }
-                        }
+            Threads.parallelFor(b * heads * l, minChunk: 256) { range in
+                var w = [Float](repeating: 0, count: parts.count)
+                for item in range {
+                    let i = item % l, bh = item / l, bi = bh / heads, h = bh % heads
+                    var mx = lsePtrs[0][bh * l + i]                     // as Array.max(): first of the largest
+                    for p in 1..<parts.count where mx < lsePtrs[p][bh * l + i] { mx = lsePtrs[p][bh * l + i] }
+                    let dst = mp.baseAddress! + (bi * l + i) * cv + h * dv
+                    if mx == -.infinity { continue }
+                    var z: Float = 0
+                    for p in 0..<parts.count { w[p] = Foundation.exp(lsePtrs[p][bh * l + i] - mx); z += w[p] }
+                    let a0 = w[0] / z
+                    for j in 0..<dv { dst[j] *= a0 }
+                    for p in 1..<parts.count where w[p] > 0 {
+                        let a = w[p] / z, src = otherPtrs[p - 1] + (bi * l + i) * cv + h * dv
+                        for j in 0..<dv { dst[j] += a * src[j] }
                     }
                 }
             }
+        }
         }
         return merged
     }
