@@ -159,18 +159,24 @@ public final class JukeboxFactoredAttention: BlockSparseModule {
         return x.shape[1]
     }
 
-    /// Jukebox's Conv1D: x (N, L, in) · w (in, out) + b → N, L, out.
+    /// Jukebox's Conv1D: x (N, L, in) · w (in, out) + b → N, L, out. Rows are split over our
+    /// threads (one single-threaded GEMM each), so the whole forward stays on one thread pool:
+    /// handing over between OpenBLAS's pool and ours left OpenBLAS's workers spinning in
+    /// sched_yield on the cores our workers needed (a third of the 2-thread profile).
     static func conv1D(_ x: Tensor, _ w: Tensor, _ b: Tensor) -> Tensor {
         let rows = x.shape[0] * x.shape[1], nIn = w.shape[0], nOut = w.shape[1]
         var y = Tensor(uninitialized: [x.shape[0], x.shape[1], nOut])
         y.withUnsafeMutableBufferPointer { yp in
             b.withUnsafeBufferPointer { bp in
-                for r in 0..<rows { (yp.baseAddress! + r * nOut).update(from: bp.baseAddress!, count: nOut) }
-            }
-            x.withUnsafeBufferPointer { xp in
-                w.withUnsafeBufferPointer { wp in
-                    BLAS.gemm(m: rows, n: nOut, k: nIn, a: xp.baseAddress!, lda: nIn, b: wp.baseAddress!, ldb: nOut,
-                              beta: 1, c: yp.baseAddress!, ldc: nOut)
+                x.withUnsafeBufferPointer { xp in
+                    w.withUnsafeBufferPointer { wp in
+                        Threads.parallelFor(rows, minChunk: 256) { range in
+                            let y0 = yp.baseAddress! + range.lowerBound * nOut
+                            for r in 0..<range.count { (y0 + r * nOut).update(from: bp.baseAddress!, count: nOut) }
+                            BLAS.gemm(m: range.count, n: nOut, k: nIn, a: xp.baseAddress! + range.lowerBound * nIn, lda: nIn,
+                                      b: wp.baseAddress!, ldb: nOut, beta: 1, c: y0, ldc: nOut)
+                        }
+                    }
                 }
             }
         }
