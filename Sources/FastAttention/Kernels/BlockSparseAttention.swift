@@ -2,6 +2,10 @@
 // BlockLayout) V, computed a query block at a time over the key blocks the layout lists, with
 // the same online softmax (`fa_online_softmax_tile`) as DenseAttention. Only present blocks are
 // multiplied; element masks are applied on the pattern's edges; nothing L×L is allocated.
+// Edge masks cost a bit test per logit: each layout caches its edge entries' present pairs as
+// bits on first use (`EdgeBitsCache`, O(edge pairs) once), interval masks on identity-order
+// layouts are bounds per row, and a run that is one single-interval entry (a causal diagonal
+// block) is softmaxed over each row's span only (`fa_online_softmax_tile_spans`, AVX-512 exp).
 // Memory: per worker one query block of logits against a run of ≤ `maxRunColumns` keys, plus,
 // for heads whose layout permutes positions, gathered copies of that head's q, k and v.
 

@@ -10,6 +10,11 @@
 // concatenated, then cut into chunks of `queryChunk` query slots; chunk c sees the key slots of
 // chunks c−before … c+after (cyclically over the chunks of ALL rounds, as HF/trax's
 // `look_adjacent` does), plus `memoryCount` per-chunk memory keys (routing's learned mem kv).
+//
+// Cost per chunk: a gather of its keys/values (queries are read in place when the chunk holds
+// consecutive positions, as Sinkhorn's blocks do), two GEMMs, and the masked softmax in one
+// vectorised C pass (`fa_bucketed_softmax_rows`, CKernels/sparse_kernels.c: integer compares for
+// the masks, AVX-512 or AVX2 exp); chunks of all problems run over our threads.
 
 import CKernels
 import Foundation

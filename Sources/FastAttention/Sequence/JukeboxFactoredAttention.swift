@@ -26,7 +26,8 @@ import TensorCore
 /// - `blocks` unset: L / image_width with `image_width=W` (rows and columns of an H×W map: the
 ///   paper's factorisation of a 2-D structure), else the divisor of L closest to √L.
 /// - Cost O(N·block_ctx·d) for row and previous row, O(N·(N/block_ctx)·d) for column: N·√N
-///   with block_ctx ≈ √N.
+///   with block_ctx ≈ √N. q, k and v are read in place from c_attn's output (no split copies);
+///   both Conv1Ds split their rows over our threads.
 /// - Map (per-query): the query's softmax row over its factor (zero elsewhere), mean over heads.
 /// - Keys: `c_attn.w (n_in, 3·n_state)`, `c_attn.b (3·n_state)`, `c_proj.w (n_state, n_in)`,
 ///   `c_proj.b (n_in)`. Untrained: N(0, 0.02·init_scale) weights, zero biases (the reference's
