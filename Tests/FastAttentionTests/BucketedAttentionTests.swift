@@ -115,6 +115,22 @@ final class BucketedAttentionTests: XCTestCase {
         run(plan, .init(scale: 0.5), .logsumexp, l: l, d: 4, dv: 6, seed: 7)
     }
 
+    func testWideChunksAndConsecutiveQueriesMatchDenseMaskedReference() {
+        // Rows of 3·19 + 5 = 62 keys (vector bodies and ragged tails), identity chunks (queries
+        // read in place) and a shuffled round (gathered), memory keys, causal/self/padding masks.
+        var g = SeededGenerator(seed: 17)
+        let l = 57
+        let order = (0..<Int32(l)).map { $0 } + (0..<Int32(l)).shuffled(using: &g)
+        var plan = BucketedAttention.Plan(queryIndex: order, keyIndex: order, queryChunk: 19, keyChunk: 19,
+                                          before: 1, after: 1)
+        plan.memoryCount = 5
+        plan.memoryKeys = randomTensor([6, 5, 6], seed: 21).scalars
+        plan.memoryValues = randomTensor([6, 5, 7], seed: 22).scalars
+        run(plan, .init(scale: 0.6, causal: true, causalValue: -1e9, selfValue: -10, validLength: 50), .logsumexp,
+            l: l, d: 6, dv: 7, seed: 23)
+        run(plan, .init(scale: 0.4), .mean(eps: 1e-5), l: l, d: 6, dv: 7, seed: 29)
+    }
+
     func testAsymmetricChunksRoutesAndMemoryMatchDenseMaskedReference() {
         // Routing-like: 3 clusters of 4 query slots and 5 key slots (positions repeated or absent),
         // one memory key per cluster, combined by the mean with eps.

@@ -33,6 +33,8 @@ public struct BlockLayout: Sendable {
     public let causal: Bool
     /// A short name for renderings ("strided ℓ=8", "band w=4 + 2 global").
     public let name: String
+    /// The present pairs of the edge entries as bits, made on first use (`edgeBits()`).
+    let edgeCache = EdgeBitsCache()
 
     public var blockCount: Int { (length + blockSize - 1) / blockSize }
 
@@ -293,5 +295,57 @@ public final class LayoutCache: @unchecked Sendable {
         value = v
         lock.unlock()
         return v
+    }
+}
+
+/// The present pairs of a layout's masked entries, one bit per (query row, key column) of the
+/// entry's block pair, so the kernel masks an edge block with a bit test per logit instead of
+/// evaluating the entry's rules (`ElementMask.contains`) per pair. Entries whose mask is a
+/// per-row key interval on an identity-order layout (`ElementMask.isInterval`) are masked by
+/// bounds instead and get no bits. Made once per layout (O(edge pairs)), shared by its copies.
+final class EdgeBitsCache: @unchecked Sendable {
+    struct Bits {
+        /// 64-bit words per query row (⌈blockSize/64⌉).
+        let words: Int
+        /// offsets[qb][e]: where entry e of query block qb starts in `bits` (rows × words),
+        /// or −1 for an entry without bits.
+        let offsets: [[Int]]
+        let bits: [UInt64]
+    }
+
+    private let lock = NSLock()
+    private var value: Bits?
+
+    func bits(_ layout: BlockLayout) -> Bits {
+        lock.lock(); defer { lock.unlock() }
+        if let value { return value }
+        let v = Self.make(layout)
+        value = v
+        return v
+    }
+
+    static func make(_ lay: BlockLayout) -> Bits {
+        let words = (lay.blockSize + 63) / 64
+        var offsets: [[Int]] = [], bits: [UInt64] = []
+        for (qb, row) in lay.rows.enumerated() {
+            let qr = lay.blockRange(qb)
+            var offs = [Int](repeating: -1, count: row.count)
+            for (ei, e) in row.enumerated() where e.mask >= 0 {
+                let mask = lay.masks[Int(e.mask)]
+                if lay.order == nil && mask.isInterval { continue }
+                let kr = lay.blockRange(Int(e.keyBlock))
+                offs[ei] = bits.count
+                var block = [UInt64](repeating: 0, count: qr.count * words)
+                for (r, qi) in qr.enumerated() {
+                    let qpos = lay.position(qi)
+                    for (c, kj) in kr.enumerated() where mask.contains(qpos, lay.position(kj)) {
+                        block[r * words + c >> 6] |= 1 << UInt64(c & 63)
+                    }
+                }
+                bits += block
+            }
+            offsets.append(offs)
+        }
+        return Bits(words: words, offsets: offsets, bits: bits)
     }
 }

@@ -2,6 +2,10 @@
 // BlockLayout) V, computed a query block at a time over the key blocks the layout lists, with
 // the same online softmax (`fa_online_softmax_tile`) as DenseAttention. Only present blocks are
 // multiplied; element masks are applied on the pattern's edges; nothing L×L is allocated.
+// Edge masks cost a bit test per logit: each layout caches its edge entries' present pairs as
+// bits on first use (`EdgeBitsCache`, O(edge pairs) once), interval masks on identity-order
+// layouts are bounds per row, and a run that is one single-interval entry (a causal diagonal
+// block) is softmaxed over each row's span only (`fa_online_softmax_tile_spans`, AVX-512 exp).
 // Memory: per worker one query block of logits against a run of ≤ `maxRunColumns` keys, plus,
 // for heads whose layout permutes positions, gathered copies of that head's q, k and v.
 
@@ -102,21 +106,25 @@ public enum BlockSparseAttention {
                                    o: out + h * outHeadStride, old: outLd, obs: outBatchStride))
             }
         }
+        // Edge entries' present pairs as bits, once per layout (cached in the layout).
+        let edgeBits = (0..<layouts.count).map { layouts[$0].edgeCache.bits(layouts[$0]) }
         let bsMax = layouts.map(\.blockSize).max()!
         let cols = max(maxRunColumns, bsMax)
         let items = batch * heads * layouts.map(\.blockCount).max()!
         Threads.parallelFor(items) { range in
             var scratch = Tensor(uninitialized: [bsMax * cols + bsMax * dv + 3 * bsMax])
+            var spans = [Int32](repeating: 0, count: 2 * bsMax)          // per-row key spans
             var classes = [Int32](repeating: 0, count: cols)           // a run's pair-bias classes
             classes.withUnsafeMutableBufferPointer { cbuf in
-            let ids = cbuf.baseAddress!
+            spans.withUnsafeMutableBufferPointer { spbuf in
+            let ids = cbuf.baseAddress!, spanLo = spbuf.baseAddress!, spanHi = spanLo + bsMax
             scratch.withUnsafeMutableBufferPointer { buf in
                 let s = buf.baseAddress!, o = s + bsMax * cols, m = o + bsMax * dv, l = m + bsMax, corr = l + bsMax
                 let perProblem = items / (batch * heads)
                 for item in range {
                     let p = item / perProblem, qb = item % perProblem
                     let b = p / heads, h = p % heads
-                    let lay = layout(h)
+                    let lay = layout(h), eb = edgeBits[layouts.count == 1 ? 0 : h]
                     guard qb < lay.blockCount else { continue }
                     let hop = ops[h]
                     let qr = lay.blockRange(qb), rows = qr.count
@@ -151,19 +159,43 @@ public enum BlockSparseAttention {
                                 }
                             }
                         }
-                        for e in entries[e0..<e1] where e.mask >= 0 {
-                            let mask = lay.masks[Int(e.mask)]
-                            let kr = lay.blockRange(Int(e.keyBlock))
-                            if lay.order == nil && mask.isInterval {
-                                for (r, qi) in qr.enumerated() { maskOutside(mask, query: qi, keys: kr, row: s + r * n - k0) }
-                                continue
-                            }
-                            for (r, qi) in qr.enumerated() {
-                                let qpos = lay.position(qi), row = s + r * n
-                                for kj in kr where !mask.contains(qpos, lay.position(kj)) { row[kj - k0] = -.infinity }
+                        // One entry whose mask is a single key interval per row (identity order):
+                        // the softmax runs over each row's span only (no −inf writes, no exp of them).
+                        var spanned = false
+                        if e1 == e0 + 1, entries[e0].mask >= 0, lay.order == nil {
+                            let mask = lay.masks[Int(entries[e0].mask)]
+                            if mask.rules.count == 1 && mask.isInterval {
+                                for (r, qi) in qr.enumerated() {
+                                    let (lo, hi) = mask.rules[0].keyInterval(query: qi)
+                                    let a = min(max(lo, k0), kEnd), z = max(min(hi + 1, kEnd), a)
+                                    spanLo[r] = Int32(a - k0)
+                                    spanHi[r] = Int32(z - k0)
+                                }
+                                spanned = true
                             }
                         }
-                        fa_online_softmax_tile(s, rows, n, n, m, l, corr)
+                        if !spanned {
+                            for ei in e0..<e1 where entries[ei].mask >= 0 {
+                                let e = entries[ei]
+                                let mask = lay.masks[Int(e.mask)]
+                                let kr = lay.blockRange(Int(e.keyBlock))
+                                let off = eb.offsets[qb][ei]
+                                if off < 0 {                           // interval mask, identity order
+                                    for (r, qi) in qr.enumerated() { maskOutside(mask, query: qi, keys: kr, row: s + r * n - k0) }
+                                    continue
+                                }
+                                eb.bits.withUnsafeBufferPointer { bp in
+                                    for r in 0..<rows {
+                                        fa_mask_bits(s + r * n + (kr.lowerBound - k0), bp.baseAddress! + off + r * eb.words, kr.count)
+                                    }
+                                }
+                            }
+                            // Every column counts (masked ones are −inf): the span tile with full
+                            // spans, for its AVX-512 exp.
+                            spanLo.update(repeating: 0, count: rows)
+                            spanHi.update(repeating: Int32(n), count: rows)
+                        }
+                        fa_online_softmax_tile_spans(s, rows, n, n, spanLo, spanHi, m, l, corr)
                         for r in 0..<rows where corr[r] != 1 {
                             let c = corr[r], row = o + r * dv
                             for j in 0..<dv { row[j] *= c }
@@ -185,6 +217,7 @@ public enum BlockSparseAttention {
                         for j in 0..<dv { dst[j] = o[r * dv + j] * inv }
                     }
                 }
+            }
             }
             }
         }
@@ -319,29 +352,30 @@ public enum BlockSparseAttention {
         var merged = outs.removeFirst()
         let others = outs
         outs = []
+        // Raw pointers to every part's lse and the other parts' outputs, taken once.
+        let lsePtrs = lses.map { t in t.withUnsafeBufferPointer { $0.baseAddress! } }
+        let otherPtrs = others.map { t in t.withUnsafeBufferPointer { $0.baseAddress! } }
+        withExtendedLifetime((lses, others)) {
         merged.withUnsafeMutableBufferPointer { mp in
-            var w = [Float](repeating: 0, count: parts.count)
-            for bi in 0..<b {
-                for h in 0..<heads {
-                    for i in 0..<l {
-                        let ls = lses.map { $0.withUnsafeBufferPointer { $0[(bi * heads + h) * l + i] } }
-                        let mx = ls.max()!
-                        let dst = mp.baseAddress! + (bi * l + i) * cv + h * dv
-                        if mx == -.infinity { continue }
-                        var z: Float = 0
-                        for p in 0..<parts.count { w[p] = Foundation.exp(ls[p] - mx); z += w[p] }
-                        let a0 = w[0] / z
-                        for j in 0..<dv { dst[j] *= a0 }
-                        for p in 1..<parts.count where w[p] > 0 {
-                            let a = w[p] / z
-                            others[p - 1].withUnsafeBufferPointer { op in
-                                let src = op.baseAddress! + (bi * l + i) * cv + h * dv
-                                for j in 0..<dv { dst[j] += a * src[j] }
-                            }
-                        }
+            Threads.parallelFor(b * heads * l, minChunk: 256) { range in
+                var w = [Float](repeating: 0, count: parts.count)
+                for item in range {
+                    let i = item % l, bh = item / l, bi = bh / heads, h = bh % heads
+                    var mx = lsePtrs[0][bh * l + i]                     // as Array.max(): first of the largest
+                    for p in 1..<parts.count where mx < lsePtrs[p][bh * l + i] { mx = lsePtrs[p][bh * l + i] }
+                    let dst = mp.baseAddress! + (bi * l + i) * cv + h * dv
+                    if mx == -.infinity { continue }
+                    var z: Float = 0
+                    for p in 0..<parts.count { w[p] = Foundation.exp(lsePtrs[p][bh * l + i] - mx); z += w[p] }
+                    let a0 = w[0] / z
+                    for j in 0..<dv { dst[j] *= a0 }
+                    for p in 1..<parts.count where w[p] > 0 {
+                        let a = w[p] / z, src = otherPtrs[p - 1] + (bi * l + i) * cv + h * dv
+                        for j in 0..<dv { dst[j] += a * src[j] }
                     }
                 }
             }
+        }
         }
         return merged
     }

@@ -10,7 +10,13 @@
 // concatenated, then cut into chunks of `queryChunk` query slots; chunk c sees the key slots of
 // chunks c−before … c+after (cyclically over the chunks of ALL rounds, as HF/trax's
 // `look_adjacent` does), plus `memoryCount` per-chunk memory keys (routing's learned mem kv).
+//
+// Cost per chunk: a gather of its keys/values (queries are read in place when the chunk holds
+// consecutive positions, as Sinkhorn's blocks do), two GEMMs, and the masked softmax in one
+// vectorised C pass (`fa_bucketed_softmax_rows`, CKernels/sparse_kernels.c: integer compares for
+// the masks, AVX-512 or AVX2 exp); chunks of all problems run over our threads.
 
+import CKernels
 import Foundation
 import TensorCore
 
@@ -226,15 +232,19 @@ public enum BucketedAttention {
             let maxQ = plans.map(\.queryChunk).max()!, maxK = plans.map(\.keysPerChunk).max()!
             Threads.parallelFor(items) { range in
                 var scratch = Tensor(uninitialized: [maxQ * d + maxK * (d + dv) + maxQ * maxK])
+                var keyPos = [Int32](repeating: -1, count: maxK)
                 scratch.withUnsafeMutableBufferPointer { sbuf in
-                    var p = 0
-                    for item in range {
-                        while chunkBase[p + 1] <= item { p += 1 }
-                        let b = p / heads, h = p % heads
-                        attendChunk(plans[p], chunk: item - chunkBase[p], masking: masking, d: d, dv: dv,
-                                    q: q.pointer(b, h), qld: q.ld, k: k.pointer(b, h), kld: k.ld,
-                                    v: v.pointer(b, h), vld: v.ld, scratch: sbuf.baseAddress!,
-                                    out: slotOut + slotBase[p] * dv, lse: slotLse + slotBase[p])
+                    keyPos.withUnsafeMutableBufferPointer { kpos in
+                        var p = 0
+                        for item in range {
+                            while chunkBase[p + 1] <= item { p += 1 }
+                            let b = p / heads, h = p % heads
+                            attendChunk(plans[p], chunk: item - chunkBase[p], masking: masking, d: d, dv: dv,
+                                        q: q.pointer(b, h), qld: q.ld, k: k.pointer(b, h), kld: k.ld,
+                                        v: v.pointer(b, h), vld: v.ld, scratch: sbuf.baseAddress!,
+                                        keyPos: kpos.baseAddress!,
+                                        out: slotOut + slotBase[p] * dv, lse: slotLse + slotBase[p])
+                        }
                     }
                 }
             }
@@ -249,69 +259,68 @@ public enum BucketedAttention {
         }
     }
 
-    /// One chunk: gather its queries and visible keys/values, logits, masked softmax, outputs and
-    /// logsumexps written at the chunk's query slots.
+    /// One chunk: gather its queries (read in place when they are consecutive positions) and
+    /// visible keys/values, logits, masked softmax (`fa_bucketed_softmax_rows`), outputs and
+    /// logsumexps written at the chunk's query slots. `keyPos` has room for `keysPerChunk`.
     static func attendChunk(_ plan: Plan, chunk c: Int, masking: Masking, d: Int, dv: Int,
                             q: UnsafePointer<Float>, qld: Int, k: UnsafePointer<Float>, kld: Int,
                             v: UnsafePointer<Float>, vld: Int, scratch: UnsafeMutablePointer<Float>,
+                            keyPos: UnsafeMutablePointer<Int32>,
                             out: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>) {
         let nq = plan.queryChunk, nk = plan.keysPerChunk
         let qg = scratch, kg = qg + nq * d, vg = kg + nk * d, s = vg + nk * dv
         let q0 = c * nq
-        var keyPos = [Int32](repeating: -1, count: nk)
-        plan.queryIndex.withUnsafeBufferPointer { qi in
-            for r in 0..<nq { (qg + r * d).update(from: q + Int(qi[q0 + r]) * qld, count: d) }
-        }
-        var j = 0
-        plan.keyIndex.withUnsafeBufferPointer { ki in
-            for kc in plan.keyChunks(c) {
-                for t in 0..<plan.keyChunk {
-                    let pos = Int(ki[kc * plan.keyChunk + t])
-                    (kg + j * d).update(from: k + pos * kld, count: d)
-                    (vg + j * dv).update(from: v + pos * vld, count: dv)
-                    keyPos[j] = Int32(pos)
-                    j += 1
+        plan.queryIndex.withUnsafeBufferPointer { qiBuf in
+            let qi = qiBuf.baseAddress! + q0
+            // Queries: in place when the chunk holds consecutive positions.
+            var qa = UnsafePointer(qg), qlda = d
+            let first = Int(qi[0])
+            var consecutive = true
+            for r in 1..<max(nq, 1) where Int(qi[r]) != first + r { consecutive = false; break }
+            if consecutive {
+                qa = q + first * qld
+                qlda = qld
+            } else {
+                fa_gather_rows(qg, q, qld, qi, nq, d)
+            }
+            var j = 0
+            plan.keyIndex.withUnsafeBufferPointer { ki in
+                for kc in plan.keyChunks(c) {
+                    let idx = ki.baseAddress! + kc * plan.keyChunk
+                    fa_gather_rows(kg + j * d, k, kld, idx, plan.keyChunk, d)
+                    fa_gather_rows(vg + j * dv, v, vld, idx, plan.keyChunk, dv)
+                    (keyPos + j).update(from: idx, count: plan.keyChunk)
+                    j += plan.keyChunk
                 }
             }
-        }
-        if plan.memoryCount > 0 {
-            let m = plan.memoryCount
-            if !plan.memoryValid.isEmpty { for t in 0..<m where !plan.memoryValid[c * m + t] { keyPos[j + t] = -2 } }
-            plan.memoryKeys.withUnsafeBufferPointer { mk in
-                (kg + j * d).update(from: mk.baseAddress! + c * m * d, count: m * d)
+            if plan.memoryCount > 0 {
+                let m = plan.memoryCount
+                (keyPos + j).update(repeating: -1, count: m)
+                if !plan.memoryValid.isEmpty { for t in 0..<m where !plan.memoryValid[c * m + t] { keyPos[j + t] = -2 } }
+                plan.memoryKeys.withUnsafeBufferPointer { mk in
+                    (kg + j * d).update(from: mk.baseAddress! + c * m * d, count: m * d)
+                }
+                plan.memoryValues.withUnsafeBufferPointer { mv in
+                    (vg + j * dv).update(from: mv.baseAddress! + c * m * dv, count: m * dv)
+                }
             }
-            plan.memoryValues.withUnsafeBufferPointer { mv in
-                (vg + j * dv).update(from: mv.baseAddress! + c * m * dv, count: m * dv)
-            }
-        }
-        // s (nq × nk) = scale · Q_chunk K_visibleᵀ
-        BLAS.gemm(transB: true, m: nq, n: nk, k: d, alpha: masking.scale, a: qg, lda: d, b: kg, ldb: d, c: s, ldc: nk)
-        for r in 0..<nq {
-            let row = s + r * nk, qp = plan.queryIndex[q0 + r]
-            lse[q0 + r] = maskedSoftmax(row, nk, keyPos, qp, masking)
+            // s (nq × nk) = scale · Q_chunk K_visibleᵀ
+            BLAS.gemm(transB: true, m: nq, n: nk, k: d, alpha: masking.scale, a: qa, lda: qlda, b: kg, ldb: d, c: s, ldc: nk)
+            maskedSoftmax(s, rows: nq, cols: nk, keyPos: keyPos, queryPos: qi, masking: masking, lse: lse + q0)
         }
         // out (nq × dv) = P V_visible
         BLAS.gemm(m: nq, n: dv, k: nk, a: s, lda: nk, b: vg, ldb: dv, c: out + q0 * dv, ldc: dv)
     }
 
-    /// Masks one logit row in place, turns it into probabilities, returns its logsumexp.
-    @inline(__always)
-    static func maskedSoftmax(_ row: UnsafeMutablePointer<Float>, _ n: Int, _ keyPos: [Int32], _ qp: Int32,
-                              _ masking: Masking) -> Float {
-        var mx = -Float.infinity, nan = false
-        for j in 0..<n {
-            row[j] = masking.apply(row[j], query: qp, key: keyPos[j])
-            mx = max(mx, row[j])
-            nan = nan || row[j].isNaN
-        }
-        // A NaN logit (from a NaN input) makes the row NaN, as in PyTorch; it is never cleaned up.
-        if nan { for j in 0..<n { row[j] = .nan }; return .nan }
-        if mx == -.infinity { for j in 0..<n { row[j] = 0 }; return -.infinity }
-        var sum: Float = 0
-        for j in 0..<n { row[j] = Foundation.exp(row[j] - mx); sum += row[j] }
-        let inv = 1 / sum
-        for j in 0..<n { row[j] *= inv }
-        return mx + Foundation.log(sum)
+    /// Masks `rows` logit rows (cols wide, contiguous) in place, turns them into probabilities
+    /// and writes their logsumexps: `Masking.apply` per logit, then a stable softmax; a row with
+    /// a NaN becomes NaN, a row whose maximum is −inf zeros (lse −inf). Vectorised in CKernels.
+    static func maskedSoftmax(_ s: UnsafeMutablePointer<Float>, rows: Int, cols: Int, keyPos: UnsafePointer<Int32>,
+                              queryPos: UnsafePointer<Int32>, masking: Masking, lse: UnsafeMutablePointer<Float>) {
+        fa_bucketed_softmax_rows(s, rows, cols, cols, keyPos, queryPos,
+                                 masking.causal ? 1 : 0, masking.causalValue,
+                                 masking.selfValue == nil ? 0 : 1, masking.selfValue ?? 0,
+                                 Int32(clamping: max(masking.validLength, 0)), masking.paddingValue, lse)
     }
 
     /// Undoes the sort: each position's output from the slots holding it.
@@ -400,7 +409,14 @@ public enum BucketedAttention {
                 for e in 0..<d { acc += qp[e] * plan.memoryKeys[(c * plan.memoryCount + mm) * d + e] }
                 row[j + mm] = masking.scale * acc
             }
-            lse[s] = row.withUnsafeMutableBufferPointer { maskedSoftmax($0.baseAddress!, nk, keyPos, Int32(position), masking) }
+            var qpos = Int32(position), rowLse: Float = 0
+            row.withUnsafeMutableBufferPointer { rp in
+                keyPos.withUnsafeBufferPointer { kp in
+                    maskedSoftmax(rp.baseAddress!, rows: 1, cols: nk, keyPos: kp.baseAddress!, queryPos: &qpos,
+                                  masking: masking, lse: &rowLse)
+                }
+            }
+            lse[s] = rowLse
             probs.append(row)
             keys.append(keyPos)
         }

@@ -26,7 +26,8 @@ import TensorCore
 /// - `blocks` unset: L / image_width with `image_width=W` (rows and columns of an H×W map: the
 ///   paper's factorisation of a 2-D structure), else the divisor of L closest to √L.
 /// - Cost O(N·block_ctx·d) for row and previous row, O(N·(N/block_ctx)·d) for column: N·√N
-///   with block_ctx ≈ √N.
+///   with block_ctx ≈ √N. q, k and v are read in place from c_attn's output (no split copies);
+///   both Conv1Ds split their rows over our threads.
 /// - Map (per-query): the query's softmax row over its factor (zero elsewhere), mean over heads.
 /// - Keys: `c_attn.w (n_in, 3·n_state)`, `c_attn.b (3·n_state)`, `c_proj.w (n_state, n_in)`,
 ///   `c_proj.b (n_in)`. Untrained: N(0, 0.02·init_scale) weights, zero biases (the reference's
@@ -159,18 +160,24 @@ public final class JukeboxFactoredAttention: BlockSparseModule {
         return x.shape[1]
     }
 
-    /// Jukebox's Conv1D: x (N, L, in) · w (in, out) + b → N, L, out.
+    /// Jukebox's Conv1D: x (N, L, in) · w (in, out) + b → N, L, out. Rows are split over our
+    /// threads (one single-threaded GEMM each), so the whole forward stays on one thread pool:
+    /// handing over between OpenBLAS's pool and ours left OpenBLAS's workers spinning in
+    /// sched_yield on the cores our workers needed (a third of the 2-thread profile).
     static func conv1D(_ x: Tensor, _ w: Tensor, _ b: Tensor) -> Tensor {
         let rows = x.shape[0] * x.shape[1], nIn = w.shape[0], nOut = w.shape[1]
         var y = Tensor(uninitialized: [x.shape[0], x.shape[1], nOut])
         y.withUnsafeMutableBufferPointer { yp in
             b.withUnsafeBufferPointer { bp in
-                for r in 0..<rows { (yp.baseAddress! + r * nOut).update(from: bp.baseAddress!, count: nOut) }
-            }
-            x.withUnsafeBufferPointer { xp in
-                w.withUnsafeBufferPointer { wp in
-                    BLAS.gemm(m: rows, n: nOut, k: nIn, a: xp.baseAddress!, lda: nIn, b: wp.baseAddress!, ldb: nOut,
-                              beta: 1, c: yp.baseAddress!, ldc: nOut)
+                x.withUnsafeBufferPointer { xp in
+                    w.withUnsafeBufferPointer { wp in
+                        Threads.parallelFor(rows, minChunk: 256) { range in
+                            let y0 = yp.baseAddress! + range.lowerBound * nOut
+                            for r in 0..<range.count { (y0 + r * nOut).update(from: bp.baseAddress!, count: nOut) }
+                            BLAS.gemm(m: range.count, n: nOut, k: nIn, a: xp.baseAddress! + range.lowerBound * nIn, lda: nIn,
+                                      b: wp.baseAddress!, ldb: nOut, beta: 1, c: y0, ldc: nOut)
+                        }
+                    }
                 }
             }
         }
@@ -186,9 +193,27 @@ public final class JukeboxFactoredAttention: BlockSparseModule {
 
     public func callAsFunction(_ x: Tensor) throws -> Tensor {
         let l = try check(x)
-        let (q, k, v) = qkv(x)
-        let a = BlockSparseAttention.multiHead(q: q, k: k, v: v, heads: heads, parts: try layouts(length: l),
-                                               scale: scale)                     // N, L, n_state
+        let parts = try layouts(length: l)
+        let y = Self.conv1D(x, cAttnW, cAttnB)                                   // N, L, 3·n_state
+        guard parts.count == 1 else {
+            let qkv = y.split(sizes: [nState, nState, nState], axis: 2)
+            return Self.conv1D(BlockSparseAttention.multiHead(q: qkv[0], k: qkv[1], v: qkv[2], heads: heads, parts: parts,
+                                                              scale: scale), cProjW, cProjB)
+        }
+        // q, k, v read in place from c_attn's output (row stride 3·n_state): no split copies.
+        let n = x.shape[0], ns = nState, d = nState / heads, ld = 3 * nState
+        var a = Tensor(uninitialized: [n, l, ns])                                // N, L, n_state
+        y.withUnsafeBufferPointer { yp in
+            a.withUnsafeMutableBufferPointer { ap in
+                let base = yp.baseAddress!
+                BlockSparseAttention.forward(
+                    layouts: parts[0], batch: n, heads: heads, d: d, dv: d,
+                    q: .init(base: base, ld: ld, batchStride: l * ld, headStride: d),
+                    k: .init(base: base + ns, ld: ld, batchStride: l * ld, headStride: d),
+                    v: .init(base: base + 2 * ns, ld: ld, batchStride: l * ld, headStride: d),
+                    out: ap.baseAddress!, outLd: ns, outBatchStride: l * ns, outHeadStride: d, scale: scale)
+            }
+        }
         return Self.conv1D(a, cProjW, cProjB)                                    // N, L, n_in
     }
 

@@ -182,7 +182,11 @@ public final class SinkhornSelfAttention: AttentionModule {
             let u = Float(g.nextUniform())
             return -Foundation.log(-Foundation.log(u + 1e-6) + 1e-6)
         })
-        return (0..<(n * heads)).map { p in
+        // One problem per (batch, head), over our threads.
+        var result = [[Float]](repeating: [], count: n * heads)
+        result.withUnsafeMutableBufferPointer { res in
+        Threads.parallelFor(n * heads) { range in
+        for p in range {
             let b = p / heads, h = p % heads
             // Block means (nb × d) of queries and keys.
             func means(_ t: Tensor) -> [Float] {
@@ -206,10 +210,14 @@ public final class SinkhornSelfAttention: AttentionModule {
                     r[u * nb + v] = acc * scale
                 }
             }
-            if nonPermutative { return Self.softTopK(r, rows: nb, k: min(nTop, nb), temperature: 1) }
-            return Self.gumbelSinkhorn(r, n: nb, noise: Array(noise[(p * nb * nb)..<((p + 1) * nb * nb)]),
-                                       iterations: sinkhornIter, temperature: temperature)
+            res[p] = nonPermutative
+                ? Self.softTopK(r, rows: nb, k: min(nTop, nb), temperature: 1)
+                : Self.gumbelSinkhorn(r, n: nb, noise: Array(noise[(p * nb * nb)..<((p + 1) * nb * nb)]),
+                                      iterations: sinkhornIter, temperature: temperature)
         }
+        }
+        }
+        return result
     }
 
     /// `differentiable_topk`: k rounds of softmax(x/temperature) kept at its argmax (then that
@@ -293,12 +301,18 @@ public final class SinkhornSelfAttention: AttentionModule {
         let hd = heads * dimHead
         let (q, k, v) = try projections(x)
         let w = sortWeights(q: q, k: k, n: n, l: l)
-        let plans = k.withUnsafeBufferPointer { kp in
-            (0..<(n * heads)).map { p in
-                plan(weights: w[p], k: kp.baseAddress! + (p / heads) * l * hd + (p % heads) * dimHead, l: l, valid: valid)
+        var plans = [BucketedAttention.Plan?](repeating: nil, count: n * heads)
+        k.withUnsafeBufferPointer { kp in
+            plans.withUnsafeMutableBufferPointer { out in
+                Threads.parallelFor(n * heads) { range in
+                    for p in range {
+                        out[p] = plan(weights: w[p], k: kp.baseAddress! + (p / heads) * l * hd + (p % heads) * dimHead,
+                                      l: l, valid: valid)
+                    }
+                }
             }
         }
-        let out = BucketedAttention.forward(plans: plans, heads: heads, q: q, k: k, v: v,
+        let out = BucketedAttention.forward(plans: plans.map { $0! }, heads: heads, q: q, k: k, v: v,
                                             masking: masking(valid: valid), combine: .logsumexp)   // N, L, H·d
         return try toOut(out)                                        // N, Lp, dim
     }
