@@ -5,6 +5,7 @@
    NEON on arm64, scalar elsewhere). Only pointers cross function boundaries, so no vector
    value changes ABI between the instantiations. */
 #include "conv3x3.h"
+#include "ckernels.h"
 
 #define LANES 16
 typedef float vf __attribute__((vector_size(LANES * sizeof(float))));
@@ -221,31 +222,10 @@ INSTANTIATE(avx2, __attribute__((target("avx2,fma"))))
 INSTANTIATE(avx512, __attribute__((target("avx512f"))))
 #endif
 
-static int g_isa = -1;
-
-int fa_wino43_isa(void) {
-    if (g_isa < 0) {
-        int isa = 0;
-#if defined(__x86_64__) || defined(__i386__)
-        __builtin_cpu_init();
-        if (__builtin_cpu_supports("avx512f")) isa = 2;
-        else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) isa = 1;
-#endif
-        g_isa = isa;
-    }
-    return g_isa;
-}
-
-int fa_wino43_limit_isa(int isa) {
-    g_isa = -1;
-    int best = fa_wino43_isa();
-    g_isa = isa < best ? (isa < 0 ? 0 : isa) : best;
-    return g_isa;
-}
 
 #if defined(__x86_64__) || defined(__i386__)
 #define DISPATCH(name, ...) do {                                  \
-    switch (fa_wino43_isa()) {                                    \
+    switch (fa_isa()) {                                    \
     case 2: name##_avx512(__VA_ARGS__); return;                   \
     case 1: name##_avx2(__VA_ARGS__); return;                     \
     default: name##_portable(__VA_ARGS__); return;                \

@@ -4,15 +4,33 @@
 #include <float.h>
 #include <immintrin.h>
 
-static int g_has_avx2 = -1;
+static int g_cpu_isa = -1;
+static int g_isa_limit = FA_ISA_AVX512;
 
-int fa_has_avx2(void) {
-    if (g_has_avx2 < 0) {
+int fa_cpu_isa(void) {
+    if (g_cpu_isa < 0) {
+        int isa = FA_ISA_PORTABLE;
+#if defined(__x86_64__) || defined(__i386__)
         __builtin_cpu_init();
-        g_has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+            isa = __builtin_cpu_supports("avx512f") ? FA_ISA_AVX512 : FA_ISA_AVX2;
+        }
+#endif
+        g_cpu_isa = isa;
     }
-    return g_has_avx2;
+    return g_cpu_isa;
 }
+
+int fa_isa(void) {
+    int cpu = fa_cpu_isa();
+    return cpu < g_isa_limit ? cpu : g_isa_limit;
+}
+
+void fa_set_isa_limit(int isa) {
+    g_isa_limit = isa < FA_ISA_PORTABLE ? FA_ISA_PORTABLE : isa > FA_ISA_AVX512 ? FA_ISA_AVX512 : isa;
+}
+
+int fa_has_avx2(void) { return fa_isa() >= FA_ISA_AVX2; }
 
 /* ---------- portable paths ---------- */
 

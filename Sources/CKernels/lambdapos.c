@@ -1,31 +1,16 @@
 /* The local position lambda of LambdaNetworks as tap-weighted value sums. See include/lambdapos.h. */
 #include "lambdapos.h"
+#include "ckernels.h"
 #include <string.h>
 #include <stddef.h>
 #include <immintrin.h>
 
-static int g_path = -1;          /* 2 AVX-512F, 1 AVX2+FMA, 0 portable */
-static int g_force_portable = 0;
-
-static int cpu_path(void) {
-    if (g_path < 0) {
-        __builtin_cpu_init();
-        if (__builtin_cpu_supports("avx512f")) g_path = 2;
-        else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) g_path = 1;
-        else g_path = 0;
-    }
-    return g_path;
-}
-
 int fa_lambda_local_path(size_t dv) {
-    if (g_force_portable) return 0;
-    int p = cpu_path();
+    int p = fa_isa();
     if (p == 2 && dv % 16 == 0) return 2;
     if (p >= 1 && dv % 8 == 0) return 1;
     return 0;
 }
-
-void fa_lambda_local_force_portable(int on) { g_force_portable = on; }
 
 void fa_lambda_pad_values(const float *v, float *out, size_t u, size_t dv, size_t h, size_t w, size_t pad) {
     size_t hp = h + 2 * pad, wp = w + 2 * pad;

@@ -1,21 +1,10 @@
 /* Plane reductions and broadcasts. See include/planestats.h. */
 #include "planestats.h"
+#include "ckernels.h"
 #include <math.h>
 #include <immintrin.h>
 
-static int g_avx2 = -1;
-static int g_force_portable = 0;
-
-static int use_avx2(void) {
-    if (g_force_portable) return 0;
-    if (g_avx2 < 0) {
-        __builtin_cpu_init();
-        g_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    }
-    return g_avx2;
-}
-
-void fa_planestats_force_portable(int on) { g_force_portable = on; }
+static int use_avx2(void) { return fa_isa() >= FA_ISA_AVX2; }
 
 __attribute__((target("avx2,fma")))
 static inline float hsum256(__m256 v) {

@@ -95,15 +95,6 @@ static void sk_scale_avx2(float *x, size_t n, float a) {
 
 /* ---------- AVX-512F paths (16 lanes; the same exp polynomial, 2^n by scalef) ---------- */
 
-static int g_has_avx512 = -1;
-
-static int sk_has_avx512(void) {
-    if (g_has_avx512 < 0) {
-        __builtin_cpu_init();
-        g_has_avx512 = __builtin_cpu_supports("avx512f") && fa_has_avx2();
-    }
-    return g_has_avx512;
-}
 
 __attribute__((target("avx512f")))
 static inline __m512 sk_exp512(__m512 x) {
@@ -177,7 +168,7 @@ static void sk_scale_512(float *x, size_t n, float a) {
 static float sk_max(int lvl, const float *x, size_t n);
 static float sk_exp_sum(int lvl, float *x, size_t n, float mx);
 static void sk_scale(int lvl, float *x, size_t n, float a);
-static int sk_level(void) { return sk_has_avx512() ? 2 : fa_has_avx2() ? 1 : 0; }
+static int sk_level(void) { return fa_isa(); }
 
 static float sk_max(int lvl, const float *x, size_t n) {
     return lvl == 2 ? sk_max_512(x, n) : lvl == 1 ? sk_max_avx2(x, n) : sk_max_scalar(x, n);

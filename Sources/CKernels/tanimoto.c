@@ -55,17 +55,12 @@ static void sums_avx512(const float *q, const float *k, size_t C, size_t L, doub
 }
 #endif
 
-static int g_level = -1;
 
 void fa_tanimoto_sums(const float *q, const float *k, size_t C, size_t L, double *pix, double *chan) {
 #if defined(__x86_64__) || defined(__i386__)
-    if (g_level < 0) {
-        __builtin_cpu_init();
-        g_level = __builtin_cpu_supports("avx512f") ? 2
-                : (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) ? 1 : 0;
-    }
-    if (g_level == 2) { sums_avx512(q, k, C, L, pix, chan); return; }
-    if (g_level == 1) { sums_avx2(q, k, C, L, pix, chan); return; }
+    int level = fa_isa();
+    if (level == 2) { sums_avx512(q, k, C, L, pix, chan); return; }
+    if (level == 1) { sums_avx2(q, k, C, L, pix, chan); return; }
 #endif
     sums_portable(q, k, C, L, pix, chan);
 }
@@ -107,12 +102,7 @@ static void recip_avx2(float *y, size_t n) { recip_one_plus_impl(y, n); }
 void fa_sigmoid_affine(const float *x, float *y, size_t n, float a, float b) {
     int level = 0;
 #if defined(__x86_64__) || defined(__i386__)
-    if (g_level < 0) {
-        __builtin_cpu_init();
-        g_level = __builtin_cpu_supports("avx512f") ? 2
-                : (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) ? 1 : 0;
-    }
-    level = g_level;
+    level = fa_isa();
 #endif
     /* In blocks, so the three passes stay in L1. */
     for (size_t s = 0; s < n; s += 2048) {

@@ -24,12 +24,7 @@ public enum Winograd {
     public static var minChannels = 8
     /// Bytes of transformed input and output tiles held at once (V and M of one chunk).
     public static var chunkBytes = 2 << 20
-    /// The transforms' instruction set: 2 AVX-512F, 1 AVX2+FMA, 0 portable C. Setting it caps
-    /// it (at what the CPU has), for tests of every path.
-    public static var isa: Int {
-        get { Int(fa_wino43_isa()) }
-        set { _ = fa_wino43_limit_isa(Int32(newValue)) }
-    }
+    // The transforms' instruction set is KernelISA.current (capped by KernelISA.limited in tests).
 
     /// Whether `conv2d` runs this geometry through Winograd F(4×4, 3×3).
     static func applies(_ g: ConvGeometry) -> Bool {

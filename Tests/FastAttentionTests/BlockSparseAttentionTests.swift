@@ -73,14 +73,19 @@ final class BlockSparseAttentionTests: XCTestCase {
 
     func testWideRaggedBlocksMatchDenseMaskedSoftmax() {
         // Blocks of 70 (edge bits over two 64-bit words, a ragged last block), permuted and not.
-        for (i, permute) in [false, true].enumerated() {
-            let lay = randomLayout(length: 163, block: 70, seed: UInt64(40 + i), permute: permute)
-            check([lay], heads: 1, batch: 1, seed: UInt64(50 + i))
+        // Each on every kernel path this CPU has (KernelISA).
+        for isa in KernelISA.available {
+            KernelISA.limited(to: isa) {
+                for (i, permute) in [false, true].enumerated() {
+                    let lay = randomLayout(length: 163, block: 70, seed: UInt64(40 + i), permute: permute)
+                    check([lay], heads: 1, batch: 1, seed: UInt64(50 + i))
+                }
+                // One causal block per row (the span path), as Jukebox's row attention.
+                var b = BlockLayoutBuilder(length: 90, blockSize: 45)
+                for qb in 0..<b.blockCount { b.add(qb, rule: .causal); b.endRow() }
+                check([b.build(name: "row")], heads: 2, seed: 60)
+            }
         }
-        // One causal block per row (the span path), as Jukebox's row attention.
-        var b = BlockLayoutBuilder(length: 90, blockSize: 45)
-        for qb in 0..<b.blockCount { b.add(qb, rule: .causal); b.endRow() }
-        check([b.build(name: "row")], heads: 2, seed: 60)
     }
 
     func testPermutedAndPerHeadLayouts() {

@@ -77,7 +77,7 @@ final class LambdaLayerTests: XCTestCase {
         // The direct local path (tap weights q·E, then fa_lambda_local_apply) against λp through
         // conv2d + contraction, on odd shapes: value depths 8 (AVX2), 16 and 32 (AVX-512 where
         // present), 5 (portable); head counts off the 4-head tile; u = 2; r = 1, r larger than the
-        // map; rows shorter than a tile; chunks that split rows; and each case on the portable path.
+        // map; rows shorter than a tile; chunks that split rows; and each case on every kernel path this CPU has (KernelISA).
         let cases: [([String: String], [Int])] = [
             (["dim_k": "3", "heads": "2", "dim_out": "16", "r": "5"], [2, 8, 7, 9]),
             (["dim_k": "4", "heads": "3", "dim_out": "48", "dim_u": "2", "r": "3"], [1, 8, 5, 11]),
@@ -94,9 +94,11 @@ final class LambdaLayerTests: XCTestCase {
             let reference = try m.forward(x, directLocal: false)
             for chunkFloats in [1 << 17, 7 * m.heads * (m.dimU * m.r! * m.r! + 1)] {
                 LambdaLayer.chunkFloats = chunkFloats
-                assertClose(try m(x), reference, rtol: 1e-5, "case \(ci) chunk \(chunkFloats) path \(LambdaLayer.kernelPath(dv: m.dimV))")
-                try LambdaLayer.withPortableKernel {
-                    assertClose(try m(x), reference, rtol: 1e-5, "case \(ci) chunk \(chunkFloats) portable")
+                for isa in KernelISA.available {
+                    try KernelISA.limited(to: isa) {
+                        assertClose(try m(x), reference, rtol: 1e-5,
+                                    "case \(ci) chunk \(chunkFloats) \(isa): path \(LambdaLayer.kernelPath(dv: m.dimV))")
+                    }
                 }
             }
         }

@@ -9,10 +9,9 @@ import XCTest
 
 final class PlaneStatsTests: XCTestCase {
     func bothPaths(_ body: (String) -> Void) {
-        body("dispatched")
-        fa_planestats_force_portable(1)
-        defer { fa_planestats_force_portable(0) }
-        body("portable")
+        for isa in KernelISA.available {
+            KernelISA.limited(to: isa) { body("\(isa)") }
+        }
     }
 
     func testReductionsMatchLoops() {

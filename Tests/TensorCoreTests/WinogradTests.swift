@@ -23,13 +23,11 @@ final class WinogradTests: XCTestCase {
     }
 
     func forEveryISA(_ body: () throws -> Void) rethrows {
-        Winograd.isa = 2
-        let best = Winograd.isa
-        defer { Winograd.isa = best }
-        for isa in 0...best {
-            Winograd.isa = isa
-            XCTAssertEqual(Winograd.isa, isa)
-            try body()
+        for isa in KernelISA.available {
+            try KernelISA.limited(to: isa) {
+                XCTAssertEqual(KernelISA.current, isa)
+                try body()
+            }
         }
     }
 

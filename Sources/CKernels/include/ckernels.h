@@ -5,7 +5,18 @@
    __attribute__((target(...))), so the package needs no unsafeFlags. Private: no stable API. */
 #include <stddef.h>
 
-/* 1 when the AVX2+FMA paths are in use. */
+/* The one instruction-set decision every kernel file dispatches on: */
+#define FA_ISA_PORTABLE 0   /* portable C */
+#define FA_ISA_AVX2 1       /* AVX2 + FMA */
+#define FA_ISA_AVX512 2     /* AVX-512F (with AVX2 + FMA) */
+/* The best the CPU has. */
+int fa_cpu_isa(void);
+/* What the kernels use now: the CPU's best, capped by fa_set_isa_limit. */
+int fa_isa(void);
+/* Caps the kernels at `isa` from now on (tests run every path; FA_ISA_AVX512 restores the
+   CPU's best). Not thread-safe: set it between calls, not during one. */
+void fa_set_isa_limit(int isa);
+/* 1 when the AVX2+FMA (or wider) paths are in use: fa_isa() >= FA_ISA_AVX2. */
 int fa_has_avx2(void);
 
 /* Row-wise softmax in place: x is rows×cols, row stride ld. scale multiplies logits first.

@@ -28,10 +28,5 @@ void fa_wino43_input(const float *x, size_t C, size_t H, size_t W, size_t ph, si
 void fa_wino43_output(const float *m, const float *bias, size_t O, size_t Ho, size_t Wo, size_t tiles_w,
                       size_t t0, size_t nt, size_t o0, size_t o1, float *out);
 
-/* 2 for AVX-512F, 1 for AVX2+FMA, 0 for the portable path (what the transforms use). */
-int fa_wino43_isa(void);
-
-/* Uses at most `isa` (as above) from now on, for tests of every instantiation; returns the
-   level in use. */
-int fa_wino43_limit_isa(int isa);
+/* The transforms dispatch on fa_isa() (ckernels.h). */
 #endif

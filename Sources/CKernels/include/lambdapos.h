@@ -31,7 +31,5 @@ void fa_lambda_local_apply(const float *wt, size_t ldw, int has_bias, const floa
 /* Which path fa_lambda_local_apply takes for dv: 2 AVX-512, 1 AVX2, 0 portable (for tests). */
 int fa_lambda_local_path(size_t dv);
 
-/* Forces the portable path (1) or restores dispatch (0), for tests. */
-void fa_lambda_local_force_portable(int on);
 
 #endif

@@ -20,7 +20,5 @@ void fa_outer_add(const float *rows, const float *cols, float *dst, size_t h, si
 /* For j < n: v = x[j]·s; mx[j] = v > mx[j] ? v : mx[j]; sum[j] += v. */
 void fa_scaled_max_sum(const float *x, float s, float *mx, float *sum, size_t n);
 
-/* Forces the portable paths (1) or restores dispatch (0), for tests. */
-void fa_planestats_force_portable(int on);
 
 #endif

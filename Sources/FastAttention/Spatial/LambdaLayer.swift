@@ -258,13 +258,6 @@ public final class LambdaLayer: AttentionModule {
     /// Floats of tap weights per chunk of the direct local path (tests shrink it to cross rows).
     nonisolated(unsafe) static var chunkFloats = 1 << 17
 
-    /// Runs `body` with the direct local kernel on its portable C path (tests).
-    static func withPortableKernel<R>(_ body: () throws -> R) rethrows -> R {
-        fa_lambda_local_force_portable(1)
-        defer { fa_lambda_local_force_portable(0) }
-        return try body()
-    }
-
     /// The path the direct local kernel takes for dv value channels: 2 AVX-512, 1 AVX2, 0 portable.
     static func kernelPath(dv: Int) -> Int { Int(fa_lambda_local_path(dv)) }
 
