@@ -96,11 +96,13 @@ final class TaLKConvTests: XCTestCase {
     /// The vectorised prefix sums and read-out (channels split between threads when there are
     /// fewer (batch, head) problems than threads) against the definition computed here: a
     /// double-accumulated running sum (torch.cumsum on float32) and the box read-out, on widths
-    /// that are not multiples of the vector length; bitwise the same at 1, 2 and 3 threads.
+    /// that are not multiples of the vector length; bitwise the same at 1, 2 and 3 threads (the
+    /// long sequence is long enough for the channels to be split between threads).
     func testVectorisedPrefixSumsMatchTheDefinition() throws {
         let saved = Threads.count
         defer { Threads.count = saved }
-        for (n, l, c, heads, decode) in [(1, 37, 42, 2, false), (2, 19, 5, 1, false), (1, 50, 27, 3, true), (1, 9, 64, 1, false)] {
+        for (n, l, c, heads, decode) in [(1, 37, 42, 2, false), (2, 19, 5, 1, false), (1, 50, 27, 3, true), (1, 9, 64, 1, false),
+                                         (1, 8200, 72, 1, false)] {
             let x = randomTensor([n, l, c], seed: UInt64(c))
             let m = try Registry.make(id: "talk-conv", settings: ["num_heads": "\(heads)", "min_len_left": "4", "min_len_right": "3",
                                                                   "decode": "\(decode)"], inputShape: x.shape, seed: 3)
@@ -116,7 +118,7 @@ final class TaLKConvTests: XCTestCase {
                 let xb = x.batchItem(b)
                 let o = try tk.predictedOffsets(xb)
                 for h in 0..<heads {
-                    for ch in (h * r)..<((h + 1) * r) {
+                    for ch in (h * r)..<((h + 1) * r) where l < 1000 || [0, 35, 36, 71].contains(ch) {
                         var acc = 0.0, s: [Float] = [0]                // S[-1] = 0, then S[0…L−1]
                         for t in 0..<l { acc += Double(x[b, t, ch] * inv); s.append(Float(acc)) }
                         for t in 0..<l {

@@ -28,7 +28,7 @@ import TensorCore
 /// - Cost O(L·C): one prefix sum and four reads per output, independent of the window size.
 ///   The prefix sum is sequential in L but vectorised across channels (CKernels `fa_talk_prefix`,
 ///   accumulated in double and rounded per row exactly as torch.cumsum on float32); with fewer
-///   (batch, head) problems than threads the channels are split between threads.
+///   (batch, head) problems than threads the channels of long sequences are split between threads.
 ///
 /// Quirks of the reference (reproduced):
 /// - The sum is divided by the **largest** window K, not by the window's own length, so weights
@@ -133,7 +133,7 @@ public final class TaLKConv: AttentionModule {
                 alphas.withUnsafeMutableBufferPointer { ap in
                     let (rBase, aBase) = (rp.baseAddress!, ap.baseAddress!)
                     let width = heads * (decode ? 1 : 2)
-                    Threads.parallelFor(n * l, minChunk: 256) { range in
+                    Threads.parallelFor(n * l, minChunk: 8192) { range in
                         for bt in range {
                             let (b, t) = (bt / l, bt % l)
                             for h in 0..<heads {
@@ -150,9 +150,10 @@ public final class TaLKConv: AttentionModule {
         }
         // Prefix sums and read-out per (batch, head, channel slice): the running sum is sequential
         // in L but independent across channels, so with fewer problems than threads the head's
-        // channels are split (slices of ≥ 8) and each slice runs vectorised on its own thread.
+        // channels are split (slices of ≥ 8 channels and ≥ 2^18 elements: below that, ~0.1 ms,
+        // waking a second thread costs more than it saves) and each slice runs on its own thread.
         let want = (Threads.count + problems - 1) / problems
-        let slices = max(1, min(want, r / 8))
+        let slices = max(1, min(want, r / 8, l * r >> 18))
         let span = (r + slices - 1) / slices
         var out = Tensor(uninitialized: [n, l, c])                         // N, L, C
         x.withUnsafeBufferPointer { xp in
