@@ -3,6 +3,7 @@
 // No public code exists: the reference is a PyTorch module written from the paper for this
 // package (Tools/reference/sac.py, `SACAttention`), which the fixtures come from.
 
+import CKernels
 import Foundation
 import TensorCore
 
@@ -22,7 +23,10 @@ import TensorCore
 ///   if the predictor chose it.
 /// - The candidate pool keeps the predictor linear: the paper's pointer network scores every node
 ///   at every step (O(α·N²)); here each node scores 2·window + 1 + num_random candidates, so the
-///   whole module is O(N·(c·edge_dim + k·dim)) — never N×N.
+///   whole module is O(N·(c·edge_dim + k·dim)) — never N×N. The LSTM recurrence is sequential in
+///   L (vectorised across the hidden units, one thread per sequence: at N = 1 it is the part a
+///   second thread cannot help, ~20% of the forward at 4096 tokens); pools, scores, top-k and the
+///   attention run in parallel over nodes.
 /// - Edges are injectable: `forward(_:edges:)` attends over given edges (N×L×k positions, −1 for
 ///   none) — the paper samples edges in training (REINFORCE); `predictEdges` gives the inference
 ///   choice (top-k). The random candidates are the buffer `random_candidates` (L×num_random, L the
@@ -137,64 +141,111 @@ public final class SparseAdaptiveConnection: AttentionModule {
 
     /// Node i's candidates in the reference's order (window, then random), valid ones only.
     func candidates(of i: Int, length l: Int, random: [Int32]) -> [Int] {
-        var out: [Int] = []
-        out.reserveCapacity(2 * window + 1 + numRandom)
+        var buffer = [Int32](repeating: 0, count: poolWidth)
+        let count = buffer.withUnsafeMutableBufferPointer { candidates(of: i, length: l, random: random, into: $0.baseAddress!) }
+        return buffer.prefix(count).map { Int($0) }
+    }
+
+    /// The most candidates a node can have: 2·window + 1 (window + 1 when causal) + num_random.
+    var poolWidth: Int { (causal ? window + 1 : 2 * window + 1) + numRandom }
+
+    /// Node i's candidates written to `out` (room for `poolWidth`); returns how many.
+    func candidates(of i: Int, length l: Int, random: [Int32], into out: UnsafeMutablePointer<Int32>) -> Int {
+        var count = 0
+        func add(_ j: Int) {
+            for u in 0..<count where Int(out[u]) == j { return }
+            out[count] = Int32(j)
+            count += 1
+        }
         for o in -window...(causal ? 0 : window) {
             let j = i + o
-            if j >= 0 && j < l && !out.contains(j) { out.append(j) }
+            if j >= 0 && j < l { add(j) }
         }
         for r in 0..<numRandom {
             let j = Int(random[i * numRandom + r])
-            if j >= 0 && j < l && (!causal || j <= i) && !out.contains(j) { out.append(j) }
+            if j >= 0 && j < l && (!causal || j <= i) { add(j) }
         }
-        return out
+        return count
     }
 
     /// The signed log bucket of j − i (T5 bidirectional: 16 per sign, 8 exact, up to 128).
     static func bucket(_ rel: Int) -> Int {
         let n = abs(rel), base = rel > 0 ? 16 : 0
-        if n < 8 { return base + n }
-        return base + min(8 + Int(Foundation.log(Double(n) / 8) / Foundation.log(16.0) * 8), 15)
+        return base + (n < 128 ? magnitudeBuckets[n] : 15)
     }
 
-    /// Pointer scores of node i of batch b over `cand` (source row `src`, targets `tgt`: N×L×E).
-    func scores(_ srcRow: UnsafePointer<Float>, _ tgt: UnsafePointer<Float>, _ dist: UnsafePointer<Float>,
-                node i: Int, candidates cand: [Int]) -> [Float] {
-        let e = edgeDim, scale = 1 / Float(e).squareRoot()
-        return cand.map { j in
-            let t = tgt + j * e, d = dist + Self.bucket(j - i) * e
-            var s: Float = 0
-            for c in 0..<e { s += srcRow[c] * (t[c] + d[c]) }
-            return s * scale
-        }
+    /// bucket(n) for 0 ≤ n < 128 without the sign (15 from 128 on).
+    static let magnitudeBuckets: [Int] = (0..<128).map { n in
+        n < 8 ? n : min(8 + Int(Foundation.log(Double(n) / 8) / Foundation.log(16.0) * 8), 15)
     }
 
     /// The edge predictor's choice: N×L×k positions (−1 where a node has fewer than k candidates)
-    /// and, per node, its candidates and scores (for the map).
+    /// and, per node, its candidates and scores (for the map). The candidate pools (shared by the
+    /// batch) and then the nodes' scores and top-k run in parallel over nodes (CKernels
+    /// `fa_sac_scores` for the dot products).
     func predict(_ x: Tensor, keepPools: Bool = false) throws -> (edges: Tensor, pools: [[Int]], scores: [[Float]]) {
-        let (n, l) = (x.shape[0], x.shape[1]), k = numEdges
+        let (n, l) = (x.shape[0], x.shape[1]), k = numEdges, width = poolWidth, e = edgeDim
         let random = try randomPool(length: l)
         let src = try source(lstm(x)), tgt = try target(x)                  // N, L, E each
         var edges = [Float](repeating: -1, count: n * l * k)
-        var pools = [[Int]](repeating: [], count: keepPools ? n * l : 0)
-        var all = [[Float]](repeating: [], count: keepPools ? n * l : 0)
-        src.withUnsafeBufferPointer { sp in
-            tgt.withUnsafeBufferPointer { tp in
-                distance.withUnsafeBufferPointer { dp in
-                    for b in 0..<n {
-                        for i in 0..<l {
-                            let cand = candidates(of: i, length: l, random: random)
-                            let s = scores(sp.baseAddress! + (b * l + i) * edgeDim, tp.baseAddress! + b * l * edgeDim,
-                                           dp.baseAddress!, node: i, candidates: cand)
-                            let order = cand.indices.sorted { s[$0] > s[$1] || (s[$0] == s[$1] && $0 < $1) }
-                            for (r, c) in order.prefix(k).enumerated() { edges[(b * l + i) * k + r] = Float(cand[c]) }
-                            if keepPools { (pools[b * l + i], all[b * l + i]) = (cand, s) }
+        var pool = [Int32](repeating: 0, count: l * width), bucket = [Int32](repeating: 0, count: l * width)
+        var counts = [Int](repeating: 0, count: l)
+        var all = [Float](repeating: 0, count: n * l * width)
+        pool.withUnsafeMutableBufferPointer { pp in
+            bucket.withUnsafeMutableBufferPointer { bp in
+                counts.withUnsafeMutableBufferPointer { cp in
+                    let (pBase, bBase, cBase) = (pp.baseAddress!, bp.baseAddress!, cp.baseAddress!)
+                    Threads.parallelFor(l, minChunk: 256) { range in
+                        for i in range {
+                            let count = candidates(of: i, length: l, random: random, into: pBase + i * width)
+                            cBase[i] = count
+                            for c in 0..<count { bBase[i * width + c] = Int32(Self.bucket(Int(pBase[i * width + c]) - i)) }
                         }
                     }
                 }
             }
         }
-        return (Tensor(shape: [n, l, k], scalars: edges), pools, all)
+        let scale = 1 / Float(e).squareRoot()
+        src.withUnsafeBufferPointer { sp in
+            tgt.withUnsafeBufferPointer { tp in
+                distance.withUnsafeBufferPointer { dp in
+                    pool.withUnsafeBufferPointer { pp in
+                        bucket.withUnsafeBufferPointer { bp in
+                            edges.withUnsafeMutableBufferPointer { ep in
+                                all.withUnsafeMutableBufferPointer { ap in
+                                    let (eBase, aBase) = (ep.baseAddress!, ap.baseAddress!)
+                                    Threads.parallelFor(n * l, minChunk: 64) { range in
+                                        let top = UnsafeMutablePointer<Int>.allocate(capacity: k)
+                                        defer { top.deallocate() }
+                                        for node in range {
+                                            let (b, i) = (node / l, node % l), count = counts[i]
+                                            let s = aBase + node * width
+                                            fa_sac_scores(sp.baseAddress! + node * e, tp.baseAddress! + b * l * e, dp.baseAddress!, e,
+                                                          pp.baseAddress! + i * width, bp.baseAddress! + i * width, count, scale, s)
+                                            // The k best, highest first, ties to the earlier candidate.
+                                            var kept = 0
+                                            for c in 0..<count {
+                                                var at = kept
+                                                while at > 0 && s[c] > s[top[at - 1]] { at -= 1 }
+                                                guard at < k else { continue }
+                                                var u = min(kept, k - 1)
+                                                while u > at { top[u] = top[u - 1]; u -= 1 }
+                                                top[at] = c
+                                                kept = min(kept + 1, k)
+                                            }
+                                            for r in 0..<kept { eBase[node * k + r] = Float(pp[i * width + top[r]]) }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let pools = keepPools ? (0..<n * l).map { node in pool[(node % l) * width..<(node % l) * width + counts[node % l]].map { Int($0) } } : []
+        let scores = keepPools ? (0..<n * l).map { node in Array(all[node * width..<node * width + counts[node % l]]) } : []
+        return (Tensor(shape: [n, l, k], scalars: edges), pools, scores)
     }
 
     /// The predicted edges N×L×num_edges (positions, −1 for none).
@@ -313,36 +364,23 @@ struct SACLSTM {
         biasHH = p.parameter("bias_hh_l0", shape: [4 * hidden], initializer: u)
     }
 
-    /// x: N×L×input → hidden states N×L×hidden, from zero state.
+    /// x: N×L×input → hidden states N×L×hidden, from zero state. The input part is one GEMM over
+    /// all steps; the recurrence (W_hh·h and the gates) is sequential per sequence, vectorised in
+    /// CKernels `fa_lstm_forward`; sequences run in parallel.
     func callAsFunction(_ x: Tensor) -> Tensor {
         let (n, l) = (x.shape[0], x.shape[1]), hd = hidden
         let pre = x.matmul(weightIH, transposeOther: true) + (biasIH + biasHH)  // N, L, 4h (input part, both biases)
-        var out = Tensor(zeros: [n, l, hd])
+        let whhT = weightHH.transposed()                                         // h, 4h
+        var out = Tensor(uninitialized: [n, l, hd])
         pre.withUnsafeBufferPointer { pp in
-            weightHH.withUnsafeBufferPointer { wp in
+            whhT.withUnsafeBufferPointer { wp in
                 out.withUnsafeMutableBufferPointer { op in
                     let oBase = op.baseAddress!
                     Threads.parallelFor(n) { range in
-                        var g = [Float](repeating: 0, count: 4 * hd), c = [Float](repeating: 0, count: hd)
-                        var h = [Float](repeating: 0, count: hd)
+                        let work = UnsafeMutablePointer<Float>.allocate(capacity: 8 * hd + 16)
+                        defer { work.deallocate() }
                         for b in range {
-                            for i in 0..<hd { c[i] = 0; h[i] = 0 }
-                            for t in 0..<l {
-                                let row = pp.baseAddress! + (b * l + t) * 4 * hd
-                                for r in 0..<4 * hd {
-                                    var s = row[r]
-                                    let w = wp.baseAddress! + r * hd
-                                    for j in 0..<hd { s += w[j] * h[j] }
-                                    g[r] = s
-                                }
-                                for j in 0..<hd {
-                                    let ig = 1 / (1 + Foundation.exp(-g[j])), fg = 1 / (1 + Foundation.exp(-g[hd + j]))
-                                    let gg = Foundation.tanh(g[2 * hd + j]), og = 1 / (1 + Foundation.exp(-g[3 * hd + j]))
-                                    c[j] = fg * c[j] + ig * gg
-                                    h[j] = og * Foundation.tanh(c[j])
-                                }
-                                (oBase + (b * l + t) * hd).update(from: h, count: hd)
-                            }
+                            fa_lstm_forward(pp.baseAddress! + b * l * 4 * hd, wp.baseAddress!, l, hd, oBase + b * l * hd, work)
                         }
                     }
                 }

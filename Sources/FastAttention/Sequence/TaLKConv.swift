@@ -5,6 +5,7 @@
 // apex; the parity fixtures come from a pure-PyTorch reference written from the paper and the
 // kernels' arithmetic (Tools/reference/talk_conv.py).
 
+import CKernels
 import Foundation
 import TensorCore
 
@@ -25,6 +26,9 @@ import TensorCore
 ///   interpolated fractions at the two edges, zero elsewhere — mean over heads (or one head).
 ///   The output row of a head's channels is exactly Σ_j w_j x_j. O(L) per query.
 /// - Cost O(L·C): one prefix sum and four reads per output, independent of the window size.
+///   The prefix sum is sequential in L but vectorised across channels (CKernels `fa_talk_prefix`,
+///   accumulated in double and rounded per row exactly as torch.cumsum on float32); with fewer
+///   (batch, head) problems than threads the channels of long sequences are split between threads.
 ///
 /// Quirks of the reference (reproduced):
 /// - The sum is divided by the **largest** window K, not by the window's own length, so weights
@@ -120,31 +124,56 @@ public final class TaLKConv: AttentionModule {
         try check(x)
         let (n, l) = (x.shape[0], x.shape[1]), (c, r) = (hidDim, hidDim / heads)
         let off = try predictedOffsets(x)                                 // N, L, (2)H
-        let inv = 1 / Float(k), width = heads * (decode ? 1 : 2)
+        let inv = 1 / Float(k), problems = n * heads
+        // Windows once per (batch, head, token): rows of S (S[i] is row i + 1) and the edge weights.
+        var rows = [Int32](repeating: 0, count: problems * l * 4)
+        var alphas = [Float](repeating: 0, count: problems * l * 2)
+        off.withUnsafeBufferPointer { op in
+            rows.withUnsafeMutableBufferPointer { rp in
+                alphas.withUnsafeMutableBufferPointer { ap in
+                    let (rBase, aBase) = (rp.baseAddress!, ap.baseAddress!)
+                    let width = heads * (decode ? 1 : 2)
+                    Threads.parallelFor(n * l, minChunk: 8192) { range in
+                        for bt in range {
+                            let (b, t) = (bt / l, bt % l)
+                            for h in 0..<heads {
+                                let w = window(op.baseAddress! + b * l * width, token: t, head: h, length: l)
+                                let e = (b * heads + h) * l + t
+                                (rBase[4 * e], rBase[4 * e + 1]) = (Int32(w.fr + 1), Int32(w.cr + 1))
+                                (rBase[4 * e + 2], rBase[4 * e + 3]) = (Int32(w.fl), Int32(w.cl))
+                                (aBase[2 * e], aBase[2 * e + 1]) = (w.alphaRight, w.alphaLeft)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Prefix sums and read-out per (batch, head, channel slice): the running sum is sequential
+        // in L but independent across channels, so with fewer problems than threads the head's
+        // channels are split (slices of ≥ 8 channels and ≥ 2^18 elements: below that, ~0.1 ms,
+        // waking a second thread costs more than it saves) and each slice runs on its own thread.
+        let want = (Threads.count + problems - 1) / problems
+        let slices = max(1, min(want, r / 8, l * r >> 18))
+        let span = (r + slices - 1) / slices
         var out = Tensor(uninitialized: [n, l, c])                         // N, L, C
         x.withUnsafeBufferPointer { xp in
-            off.withUnsafeBufferPointer { op in
-                out.withUnsafeMutableBufferPointer { yp in
-                    let yBase = yp.baseAddress!
-                    Threads.parallelFor(n * heads) { range in
-                        // S[t] (t = −1…L−1) of this head's R channels: (L + 1)×R, row 0 is S[−1] = 0.
-                        var s = [Float](repeating: 0, count: (l + 1) * r)
-                        for problem in range {
-                            let (b, h) = (problem / heads, problem % heads)
-                            let xb = xp.baseAddress! + b * l * c + h * r
-                            for t in 0..<l {
-                                for j in 0..<r { s[(t + 1) * r + j] = s[t * r + j] + xb[t * c + j] * inv }
-                            }
-                            let ob = op.baseAddress! + b * l * width
-                            for t in 0..<l {
-                                let w = window(ob, token: t, head: h, length: l)
-                                let (ar, al) = (w.alphaRight, w.alphaLeft)
-                                // S[i] is row i + 1.
-                                let (rf, rc, lf, lc) = ((w.fr + 1) * r, (w.cr + 1) * r, w.fl * r, w.cl * r)
-                                let y = yBase + (b * l + t) * c + h * r
-                                for j in 0..<r {
-                                    y[j] = ((1 - ar) * s[rf + j] + ar * s[rc + j]) - (al * s[lf + j] + (1 - al) * s[lc + j])
-                                }
+            rows.withUnsafeBufferPointer { rp in
+                alphas.withUnsafeBufferPointer { ap in
+                    out.withUnsafeMutableBufferPointer { yp in
+                        let yBase = yp.baseAddress!
+                        Threads.parallelFor(problems * slices) { range in
+                            // S[t] (t = −1…L−1) of one slice: (L + 1)×span, row 0 is S[−1] = 0.
+                            let s = UnsafeMutablePointer<Float>.allocate(capacity: (l + 1) * span)
+                            defer { s.deallocate() }
+                            for unit in range {
+                                let (problem, slice) = (unit / slices, unit % slices)
+                                let (b, h) = (problem / heads, problem % heads)
+                                let j0 = slice * span, width = min(span, r - j0)
+                                guard width > 0 else { continue }
+                                let col = b * l * c + h * r + j0
+                                fa_talk_prefix(xp.baseAddress! + col, l, c, width, inv, s, width)
+                                fa_talk_gather(s, width, width, l, rp.baseAddress! + problem * l * 4,
+                                               ap.baseAddress! + problem * l * 2, yBase + col, c)
                             }
                         }
                     }
