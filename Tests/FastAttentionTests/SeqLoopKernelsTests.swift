@@ -1,8 +1,10 @@
 import CKernels
 import Foundation
+import TestSupport
 import XCTest
 
-/// CKernels/seqloops.c's vector sigmoid and tanh (used by SAC's LSTM) against libm in double.
+/// CKernels/seqloops.c's vector sigmoid and tanh (used by SAC's LSTM) against libm in double, on
+/// every instruction-set path this CPU has.
 final class SeqLoopKernelsTests: XCTestCase {
     func check(_ f: (UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int) -> Void, _ reference: (Double) -> Double, _ name: String) {
         var xs: [Float] = stride(from: -30, through: 30, by: 0.00731).map { Float($0) }
@@ -23,10 +25,10 @@ final class SeqLoopKernelsTests: XCTestCase {
     }
 
     func testSigmoid() {
-        check({ fa_sigmoid($0, $1, $2) }, { 1 / (1 + Foundation.exp(-$0)) }, "sigmoid")
+        forEachKernelISA { check({ fa_sigmoid($0, $1, $2) }, { 1 / (1 + Foundation.exp(-$0)) }, "sigmoid") }
     }
 
     func testTanh() {
-        check({ fa_tanh($0, $1, $2) }, { Foundation.tanh($0) }, "tanh")
+        forEachKernelISA { check({ fa_tanh($0, $1, $2) }, { Foundation.tanh($0) }, "tanh") }
     }
 }

@@ -97,33 +97,35 @@ final class SparseAdaptiveConnectionTests: XCTestCase {
     /// definition in double, on hidden sizes that leave vector tails (13: 4h = 52; 20: 4h = 80),
     /// bitwise the same at 1 and 2 threads.
     func testLSTMMatchesTheDefinition() throws {
-        let saved = Threads.count
-        defer { Threads.count = saved }
-        for hidden in [13, 20, 1] {
-            let (n, l, d) = (2, 9, 6)
-            let x = randomTensor([n, l, d], seed: UInt64(hidden))
-            let m = try XCTUnwrap(try Registry.make(id: "sac", settings: ["hidden_dim": "\(hidden)"], inputShape: x.shape, seed: 5)
-                                  as? SparseAdaptiveConnection)
-            Threads.count = 1
-            let y = m.lstm(x)
-            Threads.count = 2
-            XCTAssertEqual(m.lstm(x).scalars, y.scalars)
-            let (wi, wh, bi, bh) = (m.lstm.weightIH, m.lstm.weightHH, m.lstm.biasIH, m.lstm.biasHH)
-            func sigmoid(_ v: Double) -> Double { 1 / (1 + Foundation.exp(-v)) }
-            for b in 0..<n {
-                var h = [Double](repeating: 0, count: hidden), c = h
-                for t in 0..<l {
-                    var g = [Double](repeating: 0, count: 4 * hidden)
-                    for r in 0..<4 * hidden {
-                        var s = Double(bi[r]) + Double(bh[r])
-                        for j in 0..<d { s += Double(wi[r, j]) * Double(x[b, t, j]) }
-                        for j in 0..<hidden { s += Double(wh[r, j]) * h[j] }
-                        g[r] = s
-                    }
-                    for j in 0..<hidden {
-                        c[j] = sigmoid(g[hidden + j]) * c[j] + sigmoid(g[j]) * Foundation.tanh(g[2 * hidden + j])
-                        h[j] = sigmoid(g[3 * hidden + j]) * Foundation.tanh(c[j])
-                        XCTAssertEqual(Double(y[b, t, j]), h[j], accuracy: 2e-6, "hidden \(hidden) b \(b) t \(t) j \(j)")
+        try forEachKernelISA {
+            let saved = Threads.count
+            defer { Threads.count = saved }
+            for hidden in [13, 20, 1] {
+                let (n, l, d) = (2, 9, 6)
+                let x = randomTensor([n, l, d], seed: UInt64(hidden))
+                let m = try XCTUnwrap(try Registry.make(id: "sac", settings: ["hidden_dim": "\(hidden)"], inputShape: x.shape, seed: 5)
+                                      as? SparseAdaptiveConnection)
+                Threads.count = 1
+                let y = m.lstm(x)
+                Threads.count = 2
+                XCTAssertEqual(m.lstm(x).scalars, y.scalars)
+                let (wi, wh, bi, bh) = (m.lstm.weightIH, m.lstm.weightHH, m.lstm.biasIH, m.lstm.biasHH)
+                func sigmoid(_ v: Double) -> Double { 1 / (1 + Foundation.exp(-v)) }
+                for b in 0..<n {
+                    var h = [Double](repeating: 0, count: hidden), c = h
+                    for t in 0..<l {
+                        var g = [Double](repeating: 0, count: 4 * hidden)
+                        for r in 0..<4 * hidden {
+                            var s = Double(bi[r]) + Double(bh[r])
+                            for j in 0..<d { s += Double(wi[r, j]) * Double(x[b, t, j]) }
+                            for j in 0..<hidden { s += Double(wh[r, j]) * h[j] }
+                            g[r] = s
+                        }
+                        for j in 0..<hidden {
+                            c[j] = sigmoid(g[hidden + j]) * c[j] + sigmoid(g[j]) * Foundation.tanh(g[2 * hidden + j])
+                            h[j] = sigmoid(g[3 * hidden + j]) * Foundation.tanh(c[j])
+                            XCTAssertEqual(Double(y[b, t, j]), h[j], accuracy: 2e-6, "hidden \(hidden) b \(b) t \(t) j \(j)")
+                        }
                     }
                 }
             }
@@ -133,23 +135,25 @@ final class SparseAdaptiveConnectionTests: XCTestCase {
     /// The vectorised pointer scores and the top-k selection against the definition: scores in
     /// double over each node's candidates, sorted (ties to the earlier candidate), k best kept.
     func testPredictedEdgesMatchTheDefinition() throws {
-        for (causal, e) in [(false, 13), (true, 8), (false, 1)] {
-            let (n, l, d, k) = (2, 31, 6, 4)
-            let x = randomTensor([n, l, d], seed: 11)
-            let m = try XCTUnwrap(try Registry.make(id: "sac", settings: ["edge_dim": "\(e)", "num_edges": "\(k)", "window": "3",
-                                                                          "num_random": "9", "causal": "\(causal)"],
-                                                    inputShape: x.shape, seed: 9) as? SparseAdaptiveConnection)
-            let edges = try m.predictEdges(x)
-            let src = try m.source(m.lstm(x)), tgt = try m.target(x), random = try m.randomPool(length: l)
-            for b in 0..<n {
-                for i in 0..<l {
-                    let cand = m.candidates(of: i, length: l, random: random)
-                    let s = cand.map { j -> Double in
-                        (0..<e).reduce(0.0) { $0 + Double(src[b, i, $1]) * Double(tgt[b, j, $1] + m.distance[SparseAdaptiveConnection.bucket(j - i), $1]) }
+        try forEachKernelISA {
+            for (causal, e) in [(false, 13), (true, 8), (false, 1)] {
+                let (n, l, d, k) = (2, 31, 6, 4)
+                let x = randomTensor([n, l, d], seed: 11)
+                let m = try XCTUnwrap(try Registry.make(id: "sac", settings: ["edge_dim": "\(e)", "num_edges": "\(k)", "window": "3",
+                                                                              "num_random": "9", "causal": "\(causal)"],
+                                                        inputShape: x.shape, seed: 9) as? SparseAdaptiveConnection)
+                let edges = try m.predictEdges(x)
+                let src = try m.source(m.lstm(x)), tgt = try m.target(x), random = try m.randomPool(length: l)
+                for b in 0..<n {
+                    for i in 0..<l {
+                        let cand = m.candidates(of: i, length: l, random: random)
+                        let s = cand.map { j -> Double in
+                            (0..<e).reduce(0.0) { $0 + Double(src[b, i, $1]) * Double(tgt[b, j, $1] + m.distance[SparseAdaptiveConnection.bucket(j - i), $1]) }
+                        }
+                        let order = cand.indices.sorted { s[$0] > s[$1] || (s[$0] == s[$1] && $0 < $1) }
+                        let expected = (0..<k).map { $0 < order.count ? Float(cand[order[$0]]) : -1 }
+                        XCTAssertEqual((0..<k).map { edges[b, i, $0] }, expected, "causal \(causal) b \(b) node \(i)")
                     }
-                    let order = cand.indices.sorted { s[$0] > s[$1] || (s[$0] == s[$1] && $0 < $1) }
-                    let expected = (0..<k).map { $0 < order.count ? Float(cand[order[$0]]) : -1 }
-                    XCTAssertEqual((0..<k).map { edges[b, i, $0] }, expected, "causal \(causal) b \(b) node \(i)")
                 }
             }
         }

@@ -99,33 +99,35 @@ final class TaLKConvTests: XCTestCase {
     /// that are not multiples of the vector length; bitwise the same at 1, 2 and 3 threads (the
     /// long sequence is long enough for the channels to be split between threads).
     func testVectorisedPrefixSumsMatchTheDefinition() throws {
-        let saved = Threads.count
-        defer { Threads.count = saved }
-        for (n, l, c, heads, decode) in [(1, 37, 42, 2, false), (2, 19, 5, 1, false), (1, 50, 27, 3, true), (1, 9, 64, 1, false),
-                                         (1, 8200, 72, 1, false)] {
-            let x = randomTensor([n, l, c], seed: UInt64(c))
-            let m = try Registry.make(id: "talk-conv", settings: ["num_heads": "\(heads)", "min_len_left": "4", "min_len_right": "3",
-                                                                  "decode": "\(decode)"], inputShape: x.shape, seed: 3)
-            let tk = try XCTUnwrap(m as? TaLKConv)
-            Threads.count = 1
-            let y1 = try m(x)
-            for threads in [2, 3] {
-                Threads.count = threads
-                XCTAssertEqual(try m(x).scalars, y1.scalars, "\(c) channels, \(threads) threads")
-            }
-            let r = c / heads, k = Float(4 + 3 + 1), inv = 1 / k
-            for b in 0..<n {
-                let xb = x.batchItem(b)
-                let o = try tk.predictedOffsets(xb)
-                for h in 0..<heads {
-                    for ch in (h * r)..<((h + 1) * r) where l < 1000 || [0, 35, 36, 71].contains(ch) {
-                        var acc = 0.0, s: [Float] = [0]                // S[-1] = 0, then S[0…L−1]
-                        for t in 0..<l { acc += Double(x[b, t, ch] * inv); s.append(Float(acc)) }
-                        for t in 0..<l {
-                            let w = o.withUnsafeBufferPointer { tk.window($0.baseAddress!, token: t, head: h, length: l) }
-                            let right = (1 - w.alphaRight) * s[w.fr + 1] + w.alphaRight * s[w.cr + 1]
-                            let left = w.alphaLeft * s[w.fl] + (1 - w.alphaLeft) * s[w.cl]
-                            XCTAssertEqual(y1[b, t, ch], right - left, "b \(b) t \(t) channel \(ch)")
+        try forEachKernelISA {
+            let saved = Threads.count
+            defer { Threads.count = saved }
+            for (n, l, c, heads, decode) in [(1, 37, 42, 2, false), (2, 19, 5, 1, false), (1, 50, 27, 3, true), (1, 9, 64, 1, false),
+                                             (1, 8200, 72, 1, false)] {
+                let x = randomTensor([n, l, c], seed: UInt64(c))
+                let m = try Registry.make(id: "talk-conv", settings: ["num_heads": "\(heads)", "min_len_left": "4", "min_len_right": "3",
+                                                                      "decode": "\(decode)"], inputShape: x.shape, seed: 3)
+                let tk = try XCTUnwrap(m as? TaLKConv)
+                Threads.count = 1
+                let y1 = try m(x)
+                for threads in [2, 3] {
+                    Threads.count = threads
+                    XCTAssertEqual(try m(x).scalars, y1.scalars, "\(c) channels, \(threads) threads")
+                }
+                let r = c / heads, k = Float(4 + 3 + 1), inv = 1 / k
+                for b in 0..<n {
+                    let xb = x.batchItem(b)
+                    let o = try tk.predictedOffsets(xb)
+                    for h in 0..<heads {
+                        for ch in (h * r)..<((h + 1) * r) where l < 1000 || [0, 35, 36, 71].contains(ch) {
+                            var acc = 0.0, s: [Float] = [0]                // S[-1] = 0, then S[0…L−1]
+                            for t in 0..<l { acc += Double(x[b, t, ch] * inv); s.append(Float(acc)) }
+                            for t in 0..<l {
+                                let w = o.withUnsafeBufferPointer { tk.window($0.baseAddress!, token: t, head: h, length: l) }
+                                let right = (1 - w.alphaRight) * s[w.fr + 1] + w.alphaRight * s[w.cr + 1]
+                                let left = w.alphaLeft * s[w.fl] + (1 - w.alphaLeft) * s[w.cl]
+                                XCTAssertEqual(y1[b, t, ch], right - left, "b \(b) t \(t) channel \(ch)")
+                            }
                         }
                     }
                 }

@@ -54,3 +54,11 @@ public func repositoryRoot(file: StaticString = #filePath) -> URL {
     }
     return URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
 }
+
+/// Runs `body` once on every CKernels instruction-set path this CPU has (portable C first), so a
+/// test of a vectorised kernel also covers the paths the dispatch would not pick here.
+public func forEachKernelISA(_ body: () throws -> Void) rethrows {
+    for isa in KernelISA.available {
+        try KernelISA.limited(to: isa) { try body() }
+    }
+}
