@@ -16,10 +16,14 @@ public enum BLAS {
             for i in 0..<m { for j in 0..<n { c[i * ldc + j] = beta == 0 ? 0 : beta * c[i * ldc + j] } }
             return
         }
-        Threads.forGemm(m: m, n: n, k: k) {
+        Threads.splitGemm(m: m, n: n, k: k) { rows, cols in
+            // Block (rows, cols) of C needs rows of op(A) and columns of op(B).
+            let ap = transA ? a + rows.lowerBound : a + rows.lowerBound * lda
+            let bp = transB ? b + cols.lowerBound * ldb : b + cols.lowerBound
             cblas_sgemm(
                 CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-                Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+                Int32(rows.count), Int32(cols.count), Int32(k), alpha, ap, Int32(lda), bp, Int32(ldb), beta,
+                c + rows.lowerBound * ldc + cols.lowerBound, Int32(ldc))
         }
     }
 
@@ -47,7 +51,8 @@ extension Tensor {
     /// Batched matrix product, as `torch.matmul` on tensors of rank ≥ 2: the last two axes are
     /// the matrices, leading axes are the batch. A rank-2 operand is broadcast over the other's
     /// batch; otherwise leading shapes must be equal. Each batch element is one `cblas_sgemm`
-    /// on pointers into the operands — nothing is copied or transposed in memory.
+    /// on pointers into the operands — nothing is copied or transposed in memory. Batch elements
+    /// run in parallel when there are at least `Threads.count` of them (and enough work).
     public func matmul(_ other: Tensor, transposeSelf: Bool = false, transposeOther: Bool = false,
                        alpha: Float = 1) -> Tensor {
         precondition(rank >= 2 && other.rank >= 2, "matmul needs rank ≥ 2, got \(shape) and \(other.shape)")
@@ -67,11 +72,16 @@ extension Tensor {
         withUnsafeBufferPointer { a in
             other.withUnsafeBufferPointer { b in
                 out.withUnsafeMutableBufferPointer { c in
-                    for i in 0..<nb {
-                        BLAS.gemm(transA: transposeSelf, transB: transposeOther, m: m, n: n, k: k, alpha: alpha,
-                                  a: a.baseAddress! + i * aStep, lda: ac,
-                                  b: b.baseAddress! + i * bStep, ldb: bc,
-                                  c: c.baseAddress! + i * m * n, ldc: n)
+                    // Several products: one thread per run of batch elements when there are at
+                    // least as many as threads (each GEMM then runs whole); otherwise each is split.
+                    let byBatch = nb >= Threads.count && nb * m * n * k >= Threads.smallGemm
+                    Threads.parallelFor(nb, minChunk: byBatch ? 1 : nb) { items in
+                        for i in items {
+                            BLAS.gemm(transA: transposeSelf, transB: transposeOther, m: m, n: n, k: k, alpha: alpha,
+                                      a: a.baseAddress! + i * aStep, lda: ac,
+                                      b: b.baseAddress! + i * bStep, ldb: bc,
+                                      c: c.baseAddress! + i * m * n, ldc: n)
+                        }
                     }
                 }
             }
