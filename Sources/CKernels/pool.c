@@ -6,7 +6,9 @@
  * its condition variable; the sleeping flag and gen are sequentially consistent on both sides,
  * so a post either finds the flag set (and signals under the mutex) or the worker finds the
  * new gen before it waits. */
+#define _GNU_SOURCE
 #include "fa_pool.h"
+#include <dlfcn.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -128,4 +130,11 @@ void fa_pool_run(long n, fa_pool_fn fn, void *ctx) {
         }
     }
     atomic_flag_clear_explicit(&busy, memory_order_release);
+}
+
+int fa_openblas_stop_workers(void) {
+    int (*shutdown)(void) = (int (*)(void))dlsym(RTLD_DEFAULT, "blas_thread_shutdown_");
+    if (!shutdown) return 0;
+    shutdown();
+    return 1;
 }

@@ -15,11 +15,15 @@ public enum Threads {
     nonisolated(unsafe) private static var depth = 0
     private static let lock = NSLock()
 
-    /// OpenBLAS is pinned to one thread the first time a GEMM runs (or `configure` is called).
-    /// Its own pool would otherwise spin (sched_yield) for ~0.1 s after every threaded GEMM on
-    /// the core our workers need next: at 2 threads that spinning took 15-25% of the cycles of
-    /// the 1-5 ms forwards, which then ran no faster than on one thread.
-    private static let blasPinned: Void = { openblas_set_num_threads(1) }()
+    /// OpenBLAS is pinned to one thread the first time a GEMM runs (or `configure` is called),
+    /// and the workers it started at load time are stopped. Its own pool would otherwise spin
+    /// (sched_yield) for ~0.1 s after every threaded GEMM on the core our workers need next: at
+    /// 2 threads that spinning took 15-25% of the cycles of the 1-5 ms forwards, which then ran
+    /// no faster than on one thread.
+    private static let blasPinned: Void = {
+        openblas_set_num_threads(1)
+        _ = fa_openblas_stop_workers()   // the threads it started at load time, idle from now on
+    }()
 
     /// Threads used by `parallelFor` and by the GEMM split. Set once at start-up (`attend --threads`).
     public static var count: Int {

@@ -17,4 +17,10 @@ void fa_pool_run(long n, fa_pool_fn fn, void *ctx);
 /* How long an idle worker spins before it sleeps, in µs (default 300; 0 sleeps at once). */
 void fa_pool_set_spin_us(long us);
 
+/* Stops OpenBLAS's own worker threads when the loaded OpenBLAS exports its internal
+ * blas_thread_shutdown_ (pthreads builds do): call after pinning it to one thread. They
+ * otherwise spin in sched_yield for ~0.1 s after start-up on the core our workers use.
+ * Returns 1 if they were stopped, 0 if the symbol is absent (nothing done). */
+int fa_openblas_stop_workers(void);
+
 #endif
