@@ -27,6 +27,43 @@ public enum BLAS {
         }
     }
 
+    /// C (n×n, both triangles) = alpha·A·Aᵀ for a row-major n×k A (row stride `lda`): the Gram
+    /// matrix by `cblas_ssyrk`, one triangle at about 2/3 of the GEMM's time, then mirrored.
+    /// Above `Threads.smallGemm` multiply-adds on several threads, k is cut into one run per
+    /// thread and the partial matrices are added in thread order: deterministic for a given
+    /// thread count (rounding differs between thread counts).
+    public static func gram(n: Int, k: Int, alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
+                            c: UnsafeMutablePointer<Float>, ldc: Int) {
+        if n == 0 { return }
+        Threads.configure()
+        let parts = Swift.min(Threads.count, Swift.max(1, k / 256))
+        func syrk(_ ks: Range<Int>, _ out: UnsafeMutablePointer<Float>, _ ldo: Int) {
+            if ks.isEmpty {
+                for i in 0..<n { for j in 0..<n { out[i * ldo + j] = 0 } }
+                return
+            }
+            cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, Int32(n), Int32(ks.count), alpha,
+                        a + ks.lowerBound, Int32(lda), 0, out, Int32(ldo))
+        }
+        if parts <= 1 || n * n * k / 2 < Threads.smallGemm || Threads.insideParallel {
+            syrk(0..<k, c, ldc)
+        } else {
+            let partial = UnsafeMutablePointer<Float>.allocate(capacity: (parts - 1) * n * n)
+            defer { partial.deallocate() }
+            Threads.parallelFor(parts) { ps in
+                for p in ps {
+                    let ks = (k * p / parts)..<(k * (p + 1) / parts)
+                    if p == 0 { syrk(ks, c, ldc) } else { syrk(ks, partial + (p - 1) * n * n, n) }
+                }
+            }
+            for p in 1..<parts {
+                let src = partial + (p - 1) * n * n
+                for i in 0..<n { for j in i..<n { c[i * ldc + j] += src[i * n + j] } }
+            }
+        }
+        for i in 0..<n { for j in 0..<i { c[i * ldc + j] = c[j * ldc + i] } }
+    }
+
     /// The naive triple loop `gemm` is tested against.
     public static func gemmNaive(
         transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
