@@ -27,7 +27,7 @@ import TensorCore
 /// - Cost: O(H·W·C·⌊nl_c·C⌋) time (the paper's O((HW/hw)·(D/k)²) trade-off); O(H·W·C) memory.
 ///   φgᵀ's first ⌊nl_c·C⌋ columns are φ's Gram matrix (φ is g's first rows): one `ssyrk`, a
 ///   third cheaper than the GEMM. Eval BN is folded into the depthwise conv (weight·γ/σ, bias
-///   β − μγ/σ), one pass fewer.
+///   β − μγ/σ), which runs with the residual in one pass (`depthwiseConv3x3`).
 ///
 /// Quirks of the reference:
 /// - No projections: θ and φ are the *first* ⌊nl_c·C⌋ channels (Python `int()` of the float
@@ -158,7 +158,11 @@ public final class AutoNL: AttentionModule {
         }
         }
         }
-        var y = try convBN.map { try $0(f) } ?? bn(try depthwiseConv(f))   // N, C, H, W
+        if let convBN {
+            // BN(dwconv(f)) + x as one pass: the folded conv's bias and the residual start each sum.
+            return depthwiseConv3x3(f, weight: convBN.weight, bias: convBN.bias, adding: x)   // N, C, H, W
+        }
+        var y = try bn(try depthwiseConv(f))                            // N, C, H, W
         y += x
         return y
     }
