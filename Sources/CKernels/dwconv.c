@@ -89,3 +89,63 @@ void fa_dwconv3x3_portable(const float *x, const float *wt, const float *bias, c
                            size_t planes, size_t p0, size_t channels, size_t h, size_t w, float *scratch) {
     run(x, wt, bias, res, out, planes, p0, channels, h, w, scratch, 0);
 }
+
+/* ---------- depthwise conv along rows (Nystromformer's conv over v) ---------- */
+
+static void rowconv_scalar(const float *v, const float *cw, float *out, size_t len, size_t width, size_t ld,
+                           size_t taps, size_t pad, size_t r0, size_t r1) {
+    for (size_t i = r0; i < r1; i++) {
+        size_t tlo = pad > i ? pad - i : 0, thi = len + pad - i < taps ? len + pad - i : taps;
+        float *o = out + i * ld;
+        for (size_t j = 0; j < width; j++) {
+            float acc = o[j];
+            for (size_t t = tlo; t < thi; t++) acc = fmaf(cw[t * width + j], v[(i + t - pad) * ld + j], acc);
+            o[j] = acc;
+        }
+    }
+}
+
+__attribute__((target("avx2,fma")))
+static void rowconv_avx2(const float *v, const float *cw, float *out, size_t len, size_t width, size_t ld,
+                         size_t taps, size_t pad, size_t r0, size_t r1) {
+    for (size_t i = r0; i < r1; i++) {
+        size_t tlo = pad > i ? pad - i : 0, thi = len + pad - i < taps ? len + pad - i : taps;
+        float *o = out + i * ld;
+        size_t j = 0;
+        for (; j + 32 <= width; j += 32) {
+            __m256 a0 = _mm256_loadu_ps(o + j), a1 = _mm256_loadu_ps(o + j + 8);
+            __m256 a2 = _mm256_loadu_ps(o + j + 16), a3 = _mm256_loadu_ps(o + j + 24);
+            for (size_t t = tlo; t < thi; t++) {
+                const float *s = v + (i + t - pad) * ld + j, *c = cw + t * width + j;
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(c), _mm256_loadu_ps(s), a0);
+                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(c + 8), _mm256_loadu_ps(s + 8), a1);
+                a2 = _mm256_fmadd_ps(_mm256_loadu_ps(c + 16), _mm256_loadu_ps(s + 16), a2);
+                a3 = _mm256_fmadd_ps(_mm256_loadu_ps(c + 24), _mm256_loadu_ps(s + 24), a3);
+            }
+            _mm256_storeu_ps(o + j, a0); _mm256_storeu_ps(o + j + 8, a1);
+            _mm256_storeu_ps(o + j + 16, a2); _mm256_storeu_ps(o + j + 24, a3);
+        }
+        for (; j + 8 <= width; j += 8) {
+            __m256 a = _mm256_loadu_ps(o + j);
+            for (size_t t = tlo; t < thi; t++)
+                a = _mm256_fmadd_ps(_mm256_loadu_ps(cw + t * width + j), _mm256_loadu_ps(v + (i + t - pad) * ld + j), a);
+            _mm256_storeu_ps(o + j, a);
+        }
+        for (; j < width; j++) {
+            float acc = o[j];
+            for (size_t t = tlo; t < thi; t++) acc = fmaf(cw[t * width + j], v[(i + t - pad) * ld + j], acc);
+            o[j] = acc;
+        }
+    }
+}
+
+void fa_rowconv_add(const float *v, const float *cw, float *out, size_t len, size_t width, size_t ld,
+                    size_t taps, size_t pad, size_t r0, size_t r1) {
+    if (fa_has_avx2()) rowconv_avx2(v, cw, out, len, width, ld, taps, pad, r0, r1);
+    else rowconv_scalar(v, cw, out, len, width, ld, taps, pad, r0, r1);
+}
+
+void fa_rowconv_add_portable(const float *v, const float *cw, float *out, size_t len, size_t width, size_t ld,
+                             size_t taps, size_t pad, size_t r0, size_t r1) {
+    rowconv_scalar(v, cw, out, len, width, ld, taps, pad, r0, r1);
+}

@@ -41,4 +41,32 @@ final class DepthwiseConvTests: XCTestCase {
         fa_dwconv3x3_portable(xs, ws, bs, rs, &portable, n * c, 0, c, h, w, &scratch)
         XCTAssertEqual(fast.map(\.bitPattern), portable.map(\.bitPattern))
     }
+
+    func testRowConvMatchesNaiveAndPortable() {
+        // Widths across the 32- and 8-column steps, taps longer than the sequence, row subsets.
+        for (len, width, taps) in [(5, 70, 3), (3, 8, 7), (40, 37, 9), (1, 5, 1)] {
+            let ld = width + 3, pad = taps / 2
+            let v = randomTensor([len * ld], seed: UInt64(len)).scalars
+            let cw = randomTensor([taps * width], seed: UInt64(width)).scalars
+            let start = randomTensor([len * ld], seed: UInt64(taps)).scalars
+            var naive = start
+            for i in 0..<len {
+                for j in 0..<width {
+                    var acc = Double(start[i * ld + j])
+                    for t in 0..<taps where i + t >= pad && i + t - pad < len {
+                        acc += Double(cw[t * width + j]) * Double(v[(i + t - pad) * ld + j])
+                    }
+                    naive[i * ld + j] = Float(acc)
+                }
+            }
+            var fast = start, portable = start
+            let mid = len / 2
+            fa_rowconv_add(v, cw, &fast, len, width, ld, taps, pad, 0, mid)
+            fa_rowconv_add(v, cw, &fast, len, width, ld, taps, pad, mid, len)
+            fa_rowconv_add_portable(v, cw, &portable, len, width, ld, taps, pad, 0, len)
+            assertClose(Tensor(shape: [len * ld], scalars: fast), Tensor(shape: [len * ld], scalars: naive), rtol: 1e-5,
+                        "len \(len) width \(width) taps \(taps)")
+            XCTAssertEqual(fast.map(\.bitPattern), portable.map(\.bitPattern), "AVX2 = portable bit for bit")
+        }
+    }
 }

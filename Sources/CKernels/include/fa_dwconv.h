@@ -18,4 +18,15 @@ void fa_dwconv3x3(const float *x, const float *wt, const float *bias, const floa
 void fa_dwconv3x3_portable(const float *x, const float *wt, const float *bias, const float *res, float *out,
                            size_t planes, size_t p0, size_t channels, size_t h, size_t w, float *scratch);
 
+/* A depthwise conv along the rows of a len×width matrix (row stride ld), added in place:
+ *   out[i][j] += Σ_{t: 0 ≤ i+t−pad < len} cw[t][j] · v[i+t−pad][j]   for rows i in [r0, r1)
+ * with one coefficient row cw[t] (width floats) per tap. Taps in ascending order with fused
+ * multiply-adds on every path (AVX2, its tails, portable). No stable API. */
+void fa_rowconv_add(const float *v, const float *cw, float *out, size_t len, size_t width, size_t ld,
+                    size_t taps, size_t pad, size_t r0, size_t r1);
+
+/* The same on the portable path only (tests). */
+void fa_rowconv_add_portable(const float *v, const float *cw, float *out, size_t len, size_t width, size_t ld,
+                             size_t taps, size_t pad, size_t r0, size_t r1);
+
 #endif
