@@ -42,7 +42,11 @@ public enum Threads {
 
     /// GEMMs below this many multiply-adds run whole on the calling thread: waking a worker
     /// costs more than it saves.
-    public static var smallGemm = 1 << 21
+    /// FASTATTENTION_SMALL_GEMM overrides it (for tuning).
+    public static var smallGemm: Int = {
+        if let s = ProcessInfo.processInfo.environment["FASTATTENTION_SMALL_GEMM"], let n = Int(s), n > 0 { return n }
+        return 1 << 21
+    }()
 
     /// Pins OpenBLAS to one thread; called by every GEMM, harmless to call again.
     public static func configure() { _ = blasPinned }
