@@ -50,6 +50,19 @@ extension Tensor {
         }
     }
 
+    /// self += max(other, 0) in one pass (a ReLU branch added to a residual); same shapes only.
+    public mutating func formSum(withReluOf other: Tensor) {
+        precondition(shape == other.shape, "formSum(withReluOf:) needs equal shapes, got \(shape) and \(other.shape)")
+        other.withUnsafeBufferPointer { ob in
+            withUnsafeMutableBufferPointer { buf in
+                let p = buf.baseAddress!, q = ob.baseAddress!
+                Threads.parallelFor(buf.count, minChunk: 1 << 15) { r in
+                    for i in r { p[i] += q[i] < 0 ? 0 : q[i] }
+                }
+            }
+        }
+    }
+
     /// min(max(x, 0), 6), as torch.nn.ReLU6.
     public func relu6() -> Tensor { applying(ClampKernel(lo: 0, hi: 6)) }
 

@@ -126,6 +126,9 @@ final class ElementwiseTests: XCTestCase {
         let expected = zip(x.scalars, r.scalars).map { let v = $0 + $1; return v < 0 ? 0 : v }
         XCTAssertEqual(b.scalars.map(\.bitPattern), expected.map(\.bitPattern))
         XCTAssertTrue(b[1, 5].isNaN)
+        var c = r
+        c.formSum(withReluOf: x)
+        XCTAssertEqual(c.scalars.map(\.bitPattern), (r + x.relu()).scalars.map(\.bitPattern))
     }
 }
 
