@@ -113,6 +113,23 @@ final class ElementwiseTests: XCTestCase {
         XCTAssertEqual(x.sigmoid()[0, 0, 2], 1)
         XCTAssertEqual(x.softplus()[0, 0, 0], 30, "above the threshold softplus returns x itself")
     }
+
+    func testInPlaceReluAndResidualReluOverThreads() {
+        // 3×70 001 elements: several parallel chunks and an odd tail; NaN passes through.
+        var x = randomTensor([3, 70_001], seed: 21), r = randomTensor([3, 70_001], seed: 22)
+        x[1, 5] = .nan
+        var a = x
+        a.formRelu()
+        XCTAssertEqual(a.scalars.map(\.bitPattern), x.relu().scalars.map(\.bitPattern))
+        var b = x
+        b.formRelu(adding: r)
+        let expected = zip(x.scalars, r.scalars).map { let v = $0 + $1; return v < 0 ? 0 : v }
+        XCTAssertEqual(b.scalars.map(\.bitPattern), expected.map(\.bitPattern))
+        XCTAssertTrue(b[1, 5].isNaN)
+        var c = r
+        c.formSum(withReluOf: x)
+        XCTAssertEqual(c.scalars.map(\.bitPattern), (r + x.relu()).scalars.map(\.bitPattern))
+    }
 }
 
 /// A custom kernel, as a module would write one for a hot elementwise op.

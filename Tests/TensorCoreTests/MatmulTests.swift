@@ -44,6 +44,30 @@ final class MatmulTests: XCTestCase {
         assertClose(a.matmul(b, alpha: 0.5), reference(a, b, ta: false, tb: false) * 0.5, rtol: 1e-5)
     }
 
+    func testGramMatchesNaiveOnEveryThreadCount() {
+        // Odd n and k, a row stride wider than k, C inside a wider buffer; k split over threads.
+        let (count, small) = (Threads.count, Threads.smallGemm)
+        defer { Threads.count = count; Threads.smallGemm = small }
+        for (n, k) in [(1, 1), (5, 700), (17, 1031), (3, 0)] {
+            let lda = k + 3, ldc = n + 2
+            let a = randomTensor([n * lda + 1], seed: UInt64(n * 31 + k)).scalars
+            var naive = [Float](repeating: 7, count: n * ldc)
+            BLAS.gemmNaive(transB: true, m: n, n: n, k: k, alpha: 0.5, a: a, lda: lda, b: a, ldb: lda,
+                           c: &naive, ldc: ldc)
+            for threads in [1, 2, 3] {
+                Threads.count = threads
+                Threads.smallGemm = 1
+                var c = [Float](repeating: 7, count: n * ldc), again = c
+                BLAS.gram(n: n, k: k, alpha: 0.5, a: a, lda: lda, c: &c, ldc: ldc)
+                BLAS.gram(n: n, k: k, alpha: 0.5, a: a, lda: lda, c: &again, ldc: ldc)
+                assertClose(Tensor(shape: [n * ldc], scalars: c), Tensor(shape: [n * ldc], scalars: naive), rtol: 1e-5,
+                            "n \(n) k \(k), \(threads) threads")
+                XCTAssertEqual(c, again, "deterministic for a thread count")
+                for i in 0..<n { for j in 0..<n { XCTAssertEqual(c[i * ldc + j], c[j * ldc + i]) } }
+            }
+        }
+    }
+
     func testGemmWithLeadingDimensionsAndBeta() {
         // A 3×4 block inside a 3×6 buffer, C accumulated with beta = 1.
         let a = randomTensor([3, 6], seed: 1).scalars, b = randomTensor([4, 2], seed: 2).scalars

@@ -275,22 +275,23 @@ public final class NystromformerAttention: AttentionModule {
     /// out[b, i, h·dh + c] += Σ_t w[h, t] · v[b, i + t − K/2, h·dh + c] (zero padding): the
     /// reference's Conv2d(H, H, (K, 1), padding=(K//2, 0), groups=H, bias=False) on v (B, H, L, dh).
     func addDepthwiseConv(_ w: Tensor, _ v: Tensor, to out: inout Tensor) {
-        let n = v.shape[0], l = seqLen, kk = kernel, pad = kernel / 2, dh = dimHead
+        let n = v.shape[0], l = seqLen, kk = kernel, pad = kernel / 2, dh = dimHead, hid = hidden
+        // One coefficient row per tap: cw[t][h·dh + c] = w[h, t], so every channel of a row
+        // takes its head's tap in one vector step (`fa_rowconv_add`).
+        var cw = [Float](repeating: 0, count: kk * hid)
         w.withUnsafeBufferPointer { wp in
+            for t in 0..<kk { for hi in 0..<heads { for c in 0..<dh { cw[t * hid + hi * dh + c] = wp[hi * kk + t] } } }
+        }
+        cw.withUnsafeBufferPointer { cp in
             v.withUnsafeBufferPointer { vp in
                 out.withUnsafeMutableBufferPointer { op in
-                    let o = op.baseAddress!
                     Threads.parallelFor(n * l, minChunk: 16) { range in
-                        for item in range {
-                            let b = item / l, i = item % l
-                            let row = o + item * hidden
-                            for t in max(0, pad - i)..<min(kk, l + pad - i) {
-                                let src = vp.baseAddress! + (b * l + i + t - pad) * hidden
-                                for hi in 0..<heads {
-                                    let c = wp[hi * kk + t]
-                                    for j in hi * dh..<(hi + 1) * dh { row[j] += c * src[j] }
-                                }
-                            }
+                        var item = range.lowerBound
+                        while item < range.upperBound {
+                            let b = item / l, r0 = item % l, r1 = Swift.min(l, r0 + range.upperBound - item)
+                            fa_rowconv_add(vp.baseAddress! + b * l * hid, cp.baseAddress!, op.baseAddress! + b * l * hid,
+                                           l, hid, hid, kk, pad, r0, r1)
+                            item += r1 - r0
                         }
                     }
                 }

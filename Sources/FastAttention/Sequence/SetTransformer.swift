@@ -218,7 +218,7 @@ struct MultiheadAttentionBlock {
         var o = DenseAttention.multiHead(q: qp, k: kp, v: vp, heads: heads, scale: scale)  // B, Lq, dV
         o += qp
         if let ln0 { o = try ln0(o) }
-        o += try fcO(o).relu()
+        o.formSum(withReluOf: try fcO(o))                                      // o + relu(fc_o(o)), one pass
         if let ln1 { o = try ln1(o) }
         return o
     }

@@ -25,6 +25,9 @@ import TensorCore
 /// - Map (per-query): the un-normalised affinity θ_i·φ_j/(H·W) of the query over the strided
 ///   key grid (⌈H/s⌉×⌈W/s⌉; no softmax: signed, does not sum to 1). O(n·⌊nl_c·C⌋) per query.
 /// - Cost: O(H·W·C·⌊nl_c·C⌋) time (the paper's O((HW/hw)·(D/k)²) trade-off); O(H·W·C) memory.
+///   φgᵀ's first ⌊nl_c·C⌋ columns are φ's Gram matrix (φ is g's first rows): one `ssyrk`, a
+///   third cheaper than the GEMM. Eval BN is folded into the depthwise conv (weight·γ/σ, bias
+///   β − μγ/σ), which runs with the residual in one pass (`depthwiseConv3x3`).
 ///
 /// Quirks of the reference:
 /// - No projections: θ and φ are the *first* ⌊nl_c·C⌋ channels (Python `int()` of the float
@@ -64,6 +67,8 @@ public final class AutoNL: AttentionModule {
     let sharedChannels: Int
     let depthwiseConv: Conv2d
     let bn: BatchNorm2d
+    /// depthwiseConv with bn folded in (nil when bn has no running statistics).
+    let convBN: Conv2d?
 
     public var expectedInput: String { "N×\(nFeature)×H×W" }
 
@@ -85,6 +90,25 @@ public final class AutoNL: AttentionModule {
         depthwiseConv = try Conv2d(p.scoped("depthwise_conv"), inChannels: nFeature, outChannels: nFeature,
                                    kernelSize: 3, padding: 1, groups: nFeature, bias: false)
         bn = BatchNorm2d(p.scoped("bn"), numFeatures: nFeature)
+        convBN = Self.fold(depthwiseConv, bn)
+    }
+
+    /// dwconv then eval BN as one conv: weight·a, bias b − μ·a with a = γ/√(σ² + eps) per
+    /// channel (a and the bias folded in Double, as `batchNorm` does).
+    static func fold(_ conv: Conv2d, _ bn: BatchNorm2d) -> Conv2d? {
+        guard let mean = bn.runningMean?.scalars, let variance = bn.runningVar?.scalars, conv.bias == nil else { return nil }
+        let c = bn.numFeatures, w = bn.weight?.scalars, b = bn.bias?.scalars
+        var folded = conv
+        var weight = conv.weight.scalars, bias = [Float](repeating: 0, count: c)
+        let per = weight.count / c
+        for ch in 0..<c {
+            let a = Double(w?[ch] ?? 1) / (Double(variance[ch]) + Double(bn.eps)).squareRoot()
+            for i in 0..<per { weight[ch * per + i] = Float(Double(weight[ch * per + i]) * a) }
+            bias[ch] = Float(Double(b?[ch] ?? 0) - Double(mean[ch]) * a)
+        }
+        folded.weight = Tensor(shape: conv.weight.shape, scalars: weight)
+        folded.bias = Tensor(shape: [c], scalars: bias)
+        return folded
     }
 
     /// x[:, :, ::s, ::s] → N×C×⌈H/s⌉×⌈W/s⌉ (x itself when s = 1).
@@ -119,9 +143,13 @@ public final class AutoNL: AttentionModule {
         context.withUnsafeMutableBufferPointer { mp in
             for b in 0..<n {
                 let xb = xp.baseAddress! + b * c * l, sb = sp.baseAddress! + b * c * ls
-                // M (ct×C) = φ (ct×Ls) · gᵀ (Ls×C); φ is the first ct rows of g.
-                BLAS.gemm(transB: true, m: ct, n: c, k: ls, a: sb, lda: ls, b: sb, ldb: ls,
-                          c: mp.baseAddress!, ldc: c)
+                // M (ct×C) = φ (ct×Ls) · gᵀ (Ls×C); φ is the first ct rows of g, so M's first
+                // ct columns are φφᵀ (symmetric) and the rest φ · g[ct:]ᵀ.
+                BLAS.gram(n: ct, k: ls, a: sb, lda: ls, c: mp.baseAddress!, ldc: c)
+                if ct < c {
+                    BLAS.gemm(transB: true, m: ct, n: c - ct, k: ls, a: sb, lda: ls, b: sb + ct * ls, ldb: ls,
+                              c: mp.baseAddress! + ct, ldc: c)
+                }
                 // f (C×L) = Mᵀ (C×ct) · θ (ct×L) / (H·W); θ is the first ct rows of x.
                 BLAS.gemm(transA: true, m: c, n: l, k: ct, alpha: 1 / Float(l), a: mp.baseAddress!, lda: c,
                           b: xb, ldb: l, c: fp.baseAddress! + b * c * l, ldc: l)
@@ -129,6 +157,10 @@ public final class AutoNL: AttentionModule {
         }
         }
         }
+        }
+        if let convBN {
+            // BN(dwconv(f)) + x as one pass: the folded conv's bias and the residual start each sum.
+            return depthwiseConv3x3(f, weight: convBN.weight, bias: convBN.bias, adding: x)   // N, C, H, W
         }
         var y = try bn(try depthwiseConv(f))                            // N, C, H, W
         y += x

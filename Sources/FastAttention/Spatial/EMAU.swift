@@ -115,10 +115,9 @@ public final class EMAU: AttentionModule {
                 }
             }
         }
-        reluInPlace(&xhat)
+        xhat.formRelu()
         var y = try bn(conv2(xhat))                                 // N, c, H, W
-        y += x
-        reluInPlace(&y)
+        y.formRelu(adding: x)
         return (y, bases)
     }
 
@@ -178,12 +177,5 @@ public final class EMAU: AttentionModule {
 
     static func normaliseColumns(_ t: inout Tensor, rows: Int, cols: Int) {
         t.withUnsafeMutableBufferPointer { normaliseColumns($0.baseAddress!, rows: rows, cols: cols) }
-    }
-}
-
-/// ReLU in place (F.relu(inplace=True)), one pass over the buffer.
-private func reluInPlace(_ t: inout Tensor) {
-    t.withUnsafeMutableBufferPointer { p in
-        for i in 0..<p.count where p[i] < 0 { p[i] = 0 }
     }
 }

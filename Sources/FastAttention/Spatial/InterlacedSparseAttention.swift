@@ -299,9 +299,12 @@ struct ISAConvBNReLU {
         y.withUnsafeMutableBufferPointer { yp in
             scale.withUnsafeBufferPointer { sp in
                 shift.withUnsafeBufferPointer { hp in
-                    for r in 0..<(yp.count / o) {
-                        let row = yp.baseAddress! + r * o
-                        for ch in 0..<o { row[ch] = max(row[ch] * sp[ch] + hp[ch], 0) }
+                    let (y0, s0, h0) = (yp.baseAddress!, sp.baseAddress!, hp.baseAddress!)
+                    Threads.parallelFor(yp.count / o, minChunk: Swift.max(1, (1 << 14) / o)) { rows in
+                        for r in rows {
+                            let row = y0 + r * o
+                            for ch in 0..<o { row[ch] = max(row[ch] * s0[ch] + h0[ch], 0) }
+                        }
                     }
                 }
             }
