@@ -6,7 +6,7 @@ import CBLAS
 extension BLAS {
     /// y = alpha·op(A)·x + beta·y for one row-major m×n matrix A (row stride `lda`);
     /// op(A) is A (y has m values, x n) or Aᵀ (y has n values, x m). Unit vector strides.
-    /// Small products run on one OpenBLAS thread (`Threads.smallGemm`).
+    /// Products below `Threads.smallGemm` run whole on the calling thread.
     @inline(__always)
     public static func gemv(
         trans: Bool = false, m: Int, n: Int, alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
@@ -18,9 +18,14 @@ extension BLAS {
             for i in 0..<outCount { y[i] = beta == 0 ? 0 : beta * y[i] }
             return
         }
-        Threads.forGemm(m: m, n: n, k: 1) {
-            cblas_sgemv(CblasRowMajor, trans ? CblasTrans : CblasNoTrans, Int32(m), Int32(n), alpha, a, Int32(lda),
-                        x, 1, beta, y, 1)
+        // Outputs split over our workers like a GEMM's rows (OpenBLAS itself runs on one thread).
+        Threads.splitGemm(m: outCount, n: 1, k: trans ? m : n) { part, _ in
+            let (lo, count) = (part.lowerBound, Int32(part.count))
+            if trans {      // y[j] = Σ_i A[i, j]·x[i] for j in part: the columns `part` of A
+                cblas_sgemv(CblasRowMajor, CblasTrans, Int32(m), count, alpha, a + lo, Int32(lda), x, 1, beta, y + lo, 1)
+            } else {        // the rows `part` of A
+                cblas_sgemv(CblasRowMajor, CblasNoTrans, count, Int32(n), alpha, a + lo * lda, Int32(lda), x, 1, beta, y + lo, 1)
+            }
         }
     }
 }

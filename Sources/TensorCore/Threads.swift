@@ -51,6 +51,18 @@ public enum Threads {
     /// Pins OpenBLAS to one thread; called by every GEMM, harmless to call again.
     public static func configure() { _ = blasPinned }
 
+    /// Runs `body` with OpenBLAS on its own `threads` threads (a baseline for benchmarks: raw
+    /// cblas_sgemm as OpenBLAS threads it), then pins it to one thread again and stops its workers.
+    public static func withOpenBLASThreads<R>(_ threads: Int, _ body: () throws -> R) rethrows -> R {
+        configure()
+        openblas_set_num_threads(Int32(max(1, threads)))
+        defer {
+            openblas_set_num_threads(1)
+            _ = fa_openblas_stop_workers()
+        }
+        return try body()
+    }
+
     /// Runs an m×n×k GEMM as `body(rows, columns)` over disjoint blocks of C, one per thread:
     /// the longer side of C is cut into runs of whole 16-wide blocks (the kernel's unroll), or
     /// not at all when the product is below `smallGemm` or a parallel loop is already running.
