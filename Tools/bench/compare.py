@@ -38,33 +38,26 @@ from attendenv import blas_core, loadavg, set_blas_core  # noqa: E402,F401
 import references  # noqa: E402
 
 # Why a module misses the target, from profiling (docs/benchmarks.md "Why"); keyed by module id.
-# Filled in by hand after a measured investigation; shown only for modules that miss.
+# Filled in by hand after a measured investigation (perf record on the Swift side); shown only
+# for modules that miss in the run being rendered.
 WHY = {
-    "linear-transformer": "φ = elu+1 was a per-element closure (scalar expf, sign branch mispredicted on every other "
-                          "element): half the forward, now branch-free with the vectorised exp (11%). What is left is the "
-                          "four 64×64 projection GEMMs on the AVX2 kernel: a ~2-4 ms forward whose ratio swings "
-                          "0.5-1.6× with the load; 0.5× with the CPU's own kernel (benchmarks-blas-auto.md).",
-    "kronecker": "a 0.5 ms forward, GEMM-bound (46%, AVX2 kernel here) plus scalar row/column means (14%) and "
-                 "head loops (11%); 0.78× with the CPU's own OpenBLAS kernel.",
-    "set-transformer": "GEMM-bound (57% sgemm, AVX2 kernel here; 11% softmax); the 2-thread miss is load noise "
-                       "(its 1-thread rows are 0.6-0.9×).",
-    "fast-attention": "GEMM-bound (74% in sgemm after the branch-free LeakyReLU fix): the 3×3 64→128 smoothing conv is "
-                      "im2col + OpenBLAS sgemm on its AVX2 Haswell kernel (OPENBLAS_CORETYPE=Haswell here; the CPU's own "
-                      "AVX-512 kernel runs GEMMs 2× faster) against oneDNN's AVX-512 direct conv.",
-    "fractal-tanimoto": "three 3×3 convs on the same input, each with its own im2col and sgemm packing (sgemm 56%, "
-                        "packing 13%, unfold and copies 9%): one fused 3·nkeys conv would share them (~15%); the rest is "
-                        "the AVX2 OpenBLAS kernel against oneDNN.",
-    "lambda": "the local position lambda (Conv3d (1,23,23), 1→16 channels) runs as a 529-row im2col and a 16-row GEMM "
-              "per value channel: packing the unfold (itcopy 21%, copies 9%, im2col 6%) costs as much as the multiply; "
-              "needs a direct (shift-and-accumulate) kernel.",
-    "global-context": "a 0.1 ms forward: fixed costs of a few small GEMVs and allocations; within noise of 1.0.",
-    "performer-favor": "30% in scalar cosf/sinf for the trigonometric features (16.8 M each); PyTorch's are vectorised. "
-                       "A SIMD sincos in CKernels would remove most of it; the rest is GEMM (AVX2 kernel here).",
-    "synthesizer": "the reference's dense synthesizer maps each token through Linear(L, L): O(L³), 137 GFLOP at L=4096, "
-                   "not the paper's O(N²D); pure GEMM, so this is OpenBLAS (AVX2 forced here) against MKL; the CPU's "
-                   "own OpenBLAS kernel halves it.",
-    "autonl": "the depthwise 3×3 conv was a scalar strided gather (60% of the forward); a unit-stride path vectorises "
-              "since 2026-11-29 (1.9 → 1.2 ms). PyTorch's 1-thread time here is ~1.3-8 ms depending on load.",
+    "linear-transformer": "about half GEMM: the q/k projections run per head per 64-token chunk of the kernelised "
+                          "core (512 calls of 64×16×64 at ~1.6 µs); two whole-sequence GEMMs would take ~0.54 of "
+                          "that ~0.8 ms. φ = elu+1 is branch-free and vectorised since the first pass.",
+    "set-transformer": "GEMM-bound (48% sgemm on the AVX2 Haswell kernel forced here, against MKL); fc_k and fc_v "
+                       "on the same input could share one GEMM.",
+    "jukebox": "GEMMs ~65% of the forward (64×64 row blocks at head width 32, running near one core's AVX2 peak); "
+               "4-5% page faults of fresh output tensors, ~5% bias rows, ~5% OpenBLAS packing of the small "
+               "per-block products; the rest is constant factors against MKL.",
+    "kronecker": "a 0.4 ms forward: GEMMs near the AVX2 peak (42%) and the exponential (9%); PyTorch's own "
+                 "time swings 0.35-0.42 ms between runs.",
+    "sac": "the LSTM recurrence (19%) cannot be split within a sequence; GEMMs 21%, scalar dot products 11%, "
+           "top-k and pools 8%; the second thread gains little at 4096 tokens.",
+    "synthesizer": "the reference's dense synthesizer maps each token through Linear(L, L): O(L³), 137 GFLOP at "
+                   "L=4096, not the paper's O(N²D) (hidden_dims=<in_dims> runs the paper's); pure GEMM, so this is "
+                   "OpenBLAS on the AVX2 kernel forced here against MKL.",
+    "performer-favor": "30% in scalar cosf/sinf for the trigonometric features (16.8 M each); PyTorch's are "
+                       "vectorised. A SIMD sincos in CKernels would remove most of it; the rest is GEMM.",
 }
 
 
