@@ -3,40 +3,12 @@
 #include "ckernels.h"
 #include <math.h>
 #include <immintrin.h>
+#include "exp_simd.h"
 
 /* ---------- shared helpers ---------- */
 
-/* exp for 8 lanes: the same range reduction and polynomial as kernels.c's exp256 (static
-   there), so a logit gets the same exp on every path. */
-__attribute__((target("avx2,fma")))
-static inline __m256 sk_exp256(__m256 x) {
-    const __m256 hi = _mm256_set1_ps(88.3762626647949f);
-    const __m256 lo = _mm256_set1_ps(-87.3365478515625f);
-    const __m256 log2e = _mm256_set1_ps(1.44269504088896341f);
-    const __m256 c1 = _mm256_set1_ps(0.693359375f);
-    const __m256 c2 = _mm256_set1_ps(-2.12194440e-4f);
-    __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
-    __m256 over = _mm256_cmp_ps(x, hi, _CMP_GT_OQ);
-    __m256 xc = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
-    __m256 fx = _mm256_round_ps(_mm256_mul_ps(xc, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(fx, c1, xc);
-    r = _mm256_fnmadd_ps(fx, c2, r);
-    __m256 r2 = _mm256_mul_ps(r, r);
-    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
-    y = _mm256_fmadd_ps(y, r2, r);
-    y = _mm256_add_ps(y, _mm256_set1_ps(1.0f));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
-    y = _mm256_mul_ps(y, _mm256_castsi256_ps(e));
-    y = _mm256_andnot_ps(under, y);
-    y = _mm256_blendv_ps(y, _mm256_set1_ps(INFINITY), over);
-    __m256 isnan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
-    return _mm256_blendv_ps(y, x, isnan);
-}
+/* The vector exp (8 and 16 lanes) is exp_simd.h's, shared with kernels.c, so a logit gets the
+   same exp on every path. */
 
 /* x <- exp(x − mx) over n elements; returns the sum. The tail goes through the vector exp. */
 __attribute__((target("avx2,fma")))
@@ -44,7 +16,7 @@ static float sk_exp_sum_avx2(float *x, size_t n, float mx) {
     __m256 vm = _mm256_set1_ps(mx), acc = _mm256_setzero_ps();
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
-        __m256 e = sk_exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm));
+        __m256 e = fa_exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm));
         _mm256_storeu_ps(x + i, e);
         acc = _mm256_add_ps(acc, e);
     }
@@ -52,7 +24,7 @@ static float sk_exp_sum_avx2(float *x, size_t n, float mx) {
         float t[8];
         size_t r = n - i;
         for (size_t k = 0; k < 8; k++) t[k] = k < r ? x[i + k] - mx : -INFINITY;
-        __m256 e = sk_exp256(_mm256_loadu_ps(t));
+        __m256 e = fa_exp256(_mm256_loadu_ps(t));
         _mm256_storeu_ps(t, e);
         for (size_t k = 0; k < r; k++) x[i + k] = t[k];
         acc = _mm256_add_ps(acc, e);
@@ -95,49 +67,19 @@ static void sk_scale_avx2(float *x, size_t n, float a) {
 
 /* ---------- AVX-512F paths (16 lanes; the same exp polynomial, 2^n by scalef) ---------- */
 
-
-__attribute__((target("avx512f")))
-static inline __m512 sk_exp512(__m512 x) {
-    const __m512 hi = _mm512_set1_ps(88.3762626647949f);
-    const __m512 lo = _mm512_set1_ps(-87.3365478515625f);
-    __mmask16 under = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
-    __mmask16 over = _mm512_cmp_ps_mask(x, hi, _CMP_GT_OQ);
-    __mmask16 isnan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
-    __m512 xc = _mm512_min_ps(_mm512_max_ps(x, lo), hi);
-    __m512 fx = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), xc);
-    r = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 r2 = _mm512_mul_ps(r, r);
-    __m512 y = _mm512_set1_ps(1.9875691500e-4f);
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3981999507e-3f));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073e-3f));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894e-2f));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
-    y = _mm512_fmadd_ps(y, r2, r);
-    y = _mm512_add_ps(y, _mm512_set1_ps(1.0f));
-    y = _mm512_scalef_ps(y, fx);
-    y = _mm512_maskz_mov_ps((__mmask16)~under, y);
-    y = _mm512_mask_mov_ps(y, over, _mm512_set1_ps(INFINITY));
-    return _mm512_mask_mov_ps(y, isnan, x);
-}
-
-static inline __mmask16 sk_tail(size_t r) { return (__mmask16)((1u << r) - 1u); }
-
 __attribute__((target("avx512f")))
 static float sk_exp_sum_512(float *x, size_t n, float mx) {
     __m512 vm = _mm512_set1_ps(mx), acc = _mm512_setzero_ps();
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
-        __m512 e = sk_exp512(_mm512_sub_ps(_mm512_loadu_ps(x + i), vm));
+        __m512 e = fa_exp512(_mm512_sub_ps(_mm512_loadu_ps(x + i), vm));
         _mm512_storeu_ps(x + i, e);
         acc = _mm512_add_ps(acc, e);
     }
     if (i < n) {
-        __mmask16 t = sk_tail(n - i);
+        __mmask16 t = fa_tail_mask16(n - i);
         __m512 v = _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), t, x + i);
-        __m512 e = sk_exp512(_mm512_sub_ps(v, vm));
+        __m512 e = fa_exp512(_mm512_sub_ps(v, vm));
         _mm512_mask_storeu_ps(x + i, t, e);
         acc = _mm512_add_ps(acc, _mm512_maskz_mov_ps(t, e));
     }
@@ -149,7 +91,7 @@ static float sk_max_512(const float *x, size_t n) {
     __m512 m = _mm512_set1_ps(-INFINITY);
     size_t i = 0;
     for (; i + 16 <= n; i += 16) m = _mm512_max_ps(m, _mm512_loadu_ps(x + i));
-    if (i < n) m = _mm512_max_ps(m, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), sk_tail(n - i), x + i));
+    if (i < n) m = _mm512_max_ps(m, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), fa_tail_mask16(n - i), x + i));
     return _mm512_reduce_max_ps(m);
 }
 
@@ -159,7 +101,7 @@ static void sk_scale_512(float *x, size_t n, float a) {
     size_t i = 0;
     for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_loadu_ps(x + i), va));
     if (i < n) {
-        __mmask16 t = sk_tail(n - i);
+        __mmask16 t = fa_tail_mask16(n - i);
         _mm512_mask_storeu_ps(x + i, t, _mm512_mul_ps(_mm512_maskz_loadu_ps(t, x + i), va));
     }
 }
