@@ -1,6 +1,6 @@
 // Softmax and log-softmax along any axis, numerically stable, and their Double references.
 //
-// The last axis goes through the C kernel `fa_softmax_rows` (AVX2 when available), rows split
+// The last axis goes through the C kernel `fa_softmax_rows` (AVX-512 or AVX2 when available, KernelISA), rows split
 // over threads. Another axis is read as outer×n×inner: the tensor is cut into units of one outer
 // index and up to 256 contiguous inner columns; each unit takes the column maxima, subtracts,
 // exponentiates whole row segments with `fa_exp`, and normalises, so every inner loop runs on

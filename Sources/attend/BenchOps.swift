@@ -76,9 +76,9 @@ enum BenchOp: String, CaseIterable, ExpressibleByArgument {
             let ms = Self.median(minTime: minTime, repeats: repeats) {
                 y.withUnsafeMutableBufferPointer { p in fa_softmax_rows(p.baseAddress!, n, n, n, 1) }
             }
-            return Result(json: ["op": "softmax", "size": n, "median_ms": ms, "avx2": fa_has_avx2() == 1, "threads": 1],
-                          text: String(format: "softmax rows 4096×4096 (one thread, AVX2 %@): %.2f ms",
-                                       fa_has_avx2() == 1 ? "on" : "off", ms))
+            let isa = "\(KernelISA.current)"
+            return Result(json: ["op": "softmax", "size": n, "median_ms": ms, "isa": isa, "threads": 1],
+                          text: String(format: "softmax rows 4096×4096 (one thread, %@ kernel): %.2f ms", isa, ms))
         case .attention:
             // 8 heads, d = 64, N = 4096: the dense-attention target shape.
             let (n, heads, d) = (4096, 8, 64)
