@@ -8,6 +8,9 @@ final class DenseAttentionTests: XCTestCase {
     override func tearDown() {
         DenseAttention.queryTile = 64
         DenseAttention.keyTile = 2048
+        DenseAttention.wideHead = 512
+        DenseAttention.wideKeyTile = 4096
+        DenseAttention.wideLogits = 1 << 21
     }
 
     func check(b: Int, heads: Int, lq: Int, lk: Int, d: Int, dv: Int, causal: Bool, seed: UInt64) {
@@ -45,6 +48,19 @@ final class DenseAttentionTests: XCTestCase {
         DenseAttention.queryTile = 4
         DenseAttention.keyTile = 6
         check(b: 1, heads: 2, lq: 23, lk: 29, d: 8, dv: 3, causal: false, seed: 4)
+    }
+
+    func testWideHeadTilesMatchNaive() {
+        // The wide-head shape (taller query tiles, longer key tiles), scaled down so the odd
+        // shape has ragged tiles on both axes, causal and not.
+        DenseAttention.queryTile = 2
+        DenseAttention.keyTile = 3
+        DenseAttention.wideHead = 9
+        DenseAttention.wideKeyTile = 10
+        DenseAttention.wideLogits = 50                     // 5 query rows × 10 keys
+        check(b: 1, heads: 2, lq: 23, lk: 27, d: 9, dv: 5, causal: false, seed: 11)
+        check(b: 2, heads: 1, lq: 21, lk: 21, d: 11, dv: 3, causal: true, seed: 12)
+        check(b: 1, heads: 1, lq: 13, lk: 17, d: 8, dv: 4, causal: false, seed: 13)   // narrow: d < wideHead
     }
 
     func testCausalMatchesNaiveAcrossTiles() {

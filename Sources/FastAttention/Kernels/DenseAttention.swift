@@ -1,6 +1,7 @@
 // The dense softmax-attention kernel: out = softmax(scale · Q Kᵀ) V, computed in tiles of
 // queries against tiles of keys with an online softmax, so memory stays O(tile²) however long
-// the sequence, and nothing N×N is ever allocated. Every module that takes a softmax over full
+// the sequence, and nothing N×N is ever allocated (wide heads use taller tiles, still capped at
+// 8 MiB of logits per worker: `tileShape`). Every module that takes a softmax over full
 // rows (non-local, and later the sequence baselines) calls this one kernel.
 
 import CKernels
@@ -32,6 +33,26 @@ public enum DenseAttention {
     /// worker: it stays in L2 while the two GEMMs around it run.
     public static var queryTile = 64
     public static var keyTile = 2048
+    /// Wide heads (d ≥ `wideHead`, e.g. the synthesizer's dense variant at d = L + 1): every
+    /// logits GEMM packs its whole key tile (tk×d) for only `queryTile` query rows, which for
+    /// d = 4097 cost a third of the GEMM itself. There the logits block grows to whole rows of
+    /// keys (up to `wideKeyTile`) and taller query tiles, up to `wideLogits` floats per worker
+    /// (8 MiB: bounded whatever the length), so each key is packed lq/tq times instead of lq/64.
+    public static var wideHead = 512
+    public static var wideKeyTile = 4096
+    public static var wideLogits = 1 << 21
+
+    /// The (query, key) tile shape for a problem set: the narrow default, or for wide heads
+    /// the tall one above, still leaving every worker at least one tile.
+    static func tileShape(problems: Int, lq: Int, lk: Int, d: Int) -> (tq: Int, tk: Int) {
+        let lk1 = max(lk, 1)
+        guard d >= wideHead else { return (min(queryTile, lq), min(keyTile, lk1)) }
+        let tk = min(max(keyTile, wideKeyTile), lk1)
+        var tq = max(queryTile, wideLogits / tk)
+        let splits = (Threads.count + problems - 1) / max(problems, 1)      // tiles each problem needs
+        tq = min(tq, max(queryTile, (lq + splits - 1) / splits))
+        return (min(tq, lq), tk)
+    }
 
     /// out[b,h] = softmax(scale · q[b,h] k[b,h]ᵀ + causal mask) v[b,h] for every batch b and
     /// head h. q is lq×d, k is lk×d, v is lk×dv, out lq×dv (each at its operand's strides).
@@ -44,9 +65,9 @@ public enum DenseAttention {
         scale: Float, causal: Bool = false
     ) {
         if lq == 0 || dv == 0 { return }
-        let tq = min(queryTile, lq), tk = min(keyTile, max(lk, 1))
-        let qTiles = (lq + tq - 1) / tq
         let problems = batch * heads
+        let (tq, tk) = tileShape(problems: problems, lq: lq, lk: lk, d: d)
+        let qTiles = (lq + tq - 1) / tq
         // Work items: (problem, query tile). Each worker owns its scratch for its whole range.
         Threads.parallelFor(problems * qTiles) { range in
             // Scratch as tensor storage, so `attend bench` counts it: logits, output rows, and

@@ -184,13 +184,15 @@ public enum KernelizedAttention {
         // out_c (r×dv) = φQ_c (r×m) · s (m×dv)
         BLAS.gemm(m: r, n: dv, k: m, a: qc, lda: m, b: s, ldb: dv, c: oc, ldc: ldo)
         if normaliser == .none { return }
-        for i in 0..<r {
-            let qi = qc + i * m
-            var dot: Float = 0, qs: Float = 0
-            for c in 0..<m { dot += qi[c] * z[c]; qs += qi[c] }
-            let inv = 1 / normaliser.divisor(dot: dot, qSum: qs)
-            let oi = oc + i * ldo
-            for c in 0..<dv { oi[c] *= inv }
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: r) { dots in
+            // dots (r) = φQ_c z: one GEMV, not r scalar (strict-order) dot loops.
+            BLAS.gemm(m: r, n: 1, k: m, a: qc, lda: m, b: z, ldb: 1, c: dots.baseAddress!, ldc: 1)
+            for i in 0..<r {
+                let qi = qc + i * m
+                let inv = 1 / normaliser.divisor(dot: dots[i], qSum: fa_sum(qi, m))
+                let oi = oc + i * ldo
+                for c in 0..<dv { oi[c] *= inv }
+            }
         }
     }
 

@@ -227,10 +227,9 @@ public final class PerformerAttention: AttentionModule, KernelFeatureModule {
         let dn2 = 1 / Float(d).squareRoot(), ratio = 1 / Float(m).squareRoot()
         for r in 0..<count {
             let xi = x + r * ld, row = dst + r * m
-            var sq: Float = 0
-            for c in 0..<d { sq += xi[c] * xi[c] }
-            var st = -Float.infinity
-            if let stab { st = stab } else { for j in 0..<m { st = max(st, row[j]) } }
+            // Vectorised reductions (a Swift `max`/`+=` loop stays scalar: strict FP order).
+            let sq = fa_sum_squares(xi, d)
+            let st = stab ?? fa_max(row, m)
             let shift = sq / 2 * dn2 + st
             for j in 0..<m { row[j] -= shift }
             fa_exp(row, row, m)
@@ -253,7 +252,7 @@ public final class PerformerAttention: AttentionModule, KernelFeatureModule {
                         let r = min(t, l - c0)
                         xr.withUnsafeMutableBufferPointer { rows(p / heads, p % heads, c0, r, false, $0.baseAddress!) }
                         project(xr, ld: d, count: r, d: d, w: w, m: m, dst: &u)
-                        for j in 0..<(r * m) { mx = max(mx, u[j]) }
+                        mx = max(mx, fa_max(u, r * m))
                         c0 += r
                     }
                     outBase[p] = mx
