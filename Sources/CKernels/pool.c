@@ -155,3 +155,11 @@ int fa_malloc_keep_freed(void) {
     return 0;
 #endif
 }
+
+long fa_malloc_mapped_bytes(void) {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 33)
+    return (long)mallinfo2().hblkhd;
+#else
+    return -1;
+#endif
+}

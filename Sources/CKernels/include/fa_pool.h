@@ -32,4 +32,7 @@ int fa_openblas_stop_workers(void);
  * process; returns 1 if it changed the settings. */
 int fa_malloc_keep_freed(void);
 
+/* Bytes malloc currently holds in mmapped blocks (mallinfo2's hblkhd); -1 without glibc. For tests. */
+long fa_malloc_mapped_bytes(void);
+
 #endif
