@@ -14,6 +14,9 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <time.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #define FA_POOL_MAX 256
 
@@ -137,4 +140,26 @@ int fa_openblas_stop_workers(void) {
     if (!shutdown) return 0;
     shutdown();
     return 1;
+}
+
+int fa_malloc_keep_freed(void) {
+#ifdef __GLIBC__
+    static atomic_flag once = ATOMIC_FLAG_INIT;
+    if (atomic_flag_test_and_set(&once)) return 0;
+    if (getenv("MALLOC_MMAP_THRESHOLD_") || getenv("MALLOC_TRIM_THRESHOLD_")) return 0;
+    /* The trim threshold first: setting either one turns off glibc's dynamic thresholds. */
+    int ok = mallopt(M_TRIM_THRESHOLD, 256 << 20);
+    ok &= mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    return ok ? 1 : 0;
+#else
+    return 0;
+#endif
+}
+
+long fa_malloc_mapped_bytes(void) {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 33)
+    return (long)mallinfo2().hblkhd;
+#else
+    return -1;
+#endif
 }

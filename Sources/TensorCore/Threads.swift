@@ -20,7 +20,13 @@ public enum Threads {
     /// (sched_yield) for ~0.1 s after every threaded GEMM on the core our workers need next: at
     /// 2 threads that spinning took 15-25% of the cycles of the 1-5 ms forwards, which then ran
     /// no faster than on one thread.
+    ///
+    /// glibc's malloc is told at the same time to keep freed blocks up to 32 MiB for reuse
+    /// (`fa_malloc_keep_freed`): with its default, history-dependent mmap threshold some runs
+    /// mapped every fresh 1 MiB tensor anew, ~500 page faults a forward (talk-conv at 2 threads,
+    /// 4096×64: 0.95 ms instead of 0.17 ms, in about half of the runs).
     private static let blasPinned: Void = {
+        _ = fa_malloc_keep_freed()
         openblas_set_num_threads(1)
         _ = fa_openblas_stop_workers()   // the threads it started at load time, idle from now on
     }()

@@ -1,6 +1,8 @@
 // Tests Threads.swift: parallelFor covers every index once (nested and concurrent calls too),
-// and a GEMM split over threads gives bitwise the one-call result and matches the naive loop.
+// a GEMM split over threads gives bitwise the one-call result and matches the naive loop, and
+// malloc keeps MiB blocks on the heap once Threads is configured.
 
+import CKernels
 import Foundation
 import TensorCore
 import TestSupport
@@ -14,6 +16,26 @@ final class ThreadsTests: XCTestCase {
         if splitAll { Threads.smallGemm = 1 }
         defer { Threads.count = count; Threads.smallGemm = small }
         body()
+    }
+
+    /// Once Threads is configured, a freed 1 MiB block is kept by malloc for reuse: allocating
+    /// it maps no new memory (fa_malloc_keep_freed; glibc only).
+    func testMallocKeepsMiBBlocksOnTheHeap() throws {
+        #if canImport(Glibc)
+        if ProcessInfo.processInfo.environment["MALLOC_MMAP_THRESHOLD_"] != nil
+            || ProcessInfo.processInfo.environment["MALLOC_TRIM_THRESHOLD_"] != nil {
+            throw XCTSkip("malloc thresholds set in the environment are left alone")
+        }
+        Threads.configure()
+        guard fa_malloc_mapped_bytes() >= 0 else { throw XCTSkip("glibc < 2.33") }
+        let mapped = fa_malloc_mapped_bytes()
+        let p = malloc(1 << 20)
+        XCTAssertNotNil(p)
+        XCTAssertEqual(fa_malloc_mapped_bytes(), mapped, "a 1 MiB block was mmapped")
+        free(p)
+        #else
+        throw XCTSkip("glibc only")
+        #endif
     }
 
     func testParallelForCoversEveryIndexOnce() {
