@@ -309,8 +309,7 @@ SCALING_WHY = {
     "sinkhorn": "fixed bucket_size, so n_b = N/64 buckets and the sort net's O(n_b²) term of the paper's own "
                 "O(N²/n_b + n_b²) grows quadratically: sortWeights is 7% of the forward at 64², 18% at 128² (re-run 1.25)",
     "multiscale-transformer": "cost N·(window + N/pool) = N·(32 + N/8) is quadratic with a 1/8 factor; below 128² the "
-                              "linear window and projection terms still pull the slope under 2 (re-run 1.72); 6% of "
-                              "the 128² forward is the block-sparse edge-bit cache being rebuilt",
+                              "linear window and projection terms still pull the slope under 2 (re-run 1.72)",
     "kronecker": "attention over H+W averaged tokens, O((H+W)²·D) = O(N·D); under 1.2 ms even at 128², where fixed "
                  "per-call costs (thread wake-ups, small GEMM calls) are still a third of the time (re-run 0.81)",
     "input-independent": "96² and 128² skipped (5.2 GiB of H×N² logits), so the tail fit is the 32²→64² slope alone, "

@@ -202,14 +202,13 @@ public final class SinkhornSelfAttention: AttentionModule {
                 return m.map { $0 / Float(bucket) }
             }
             let sq = means(q), sk = means(k)
+            // R = scale · Sq · Skᵀ (nb × nb): one GEMM (a scalar triple loop was 18% of the forward
+            // at 16384 tokens, where nb = 256).
             var r = [Float](repeating: 0, count: nb * nb)
-            for u in 0..<nb {
-                for v in 0..<nb {
-                    var acc: Float = 0
-                    for e in 0..<d { acc += sq[u * d + e] * sk[v * d + e] }
-                    r[u * nb + v] = acc * scale
-                }
-            }
+            sq.withUnsafeBufferPointer { qp in sk.withUnsafeBufferPointer { kp in r.withUnsafeMutableBufferPointer { rp in
+                BLAS.gemm(transB: true, m: nb, n: nb, k: d, alpha: scale, a: qp.baseAddress!, lda: d,
+                          b: kp.baseAddress!, ldb: d, c: rp.baseAddress!, ldc: nb)
+            } } }
             res[p] = nonPermutative
                 ? Self.softTopK(r, rows: nb, k: min(nTop, nb), temperature: 1)
                 : Self.gumbelSinkhorn(r, n: nb, noise: Array(noise[(p * nb * nb)..<((p + 1) * nb * nb)]),
