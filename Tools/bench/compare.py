@@ -307,7 +307,8 @@ SCALING_WHY = {
                 "d × num_buckets/2 per round) is O(N²·d/chunk): comparable to the chunked attention at 128² (re-run 1.32); "
                 "a fixed num_buckets gives N log N",
     "sinkhorn": "fixed bucket_size, so n_b = N/64 buckets and the sort net's O(n_b²) term of the paper's own "
-                "O(N²/n_b + n_b²) grows quadratically: sortWeights is 7% of the forward at 64², 18% at 128² (re-run 1.25)",
+                "O(N²/n_b + n_b²) grows quadratically (soft top-k over n_b × n_b similarities); with the bucket means "
+                "and similarities vectorised (35.9 → 32.1 ms at 128²) the slope came down from 1.25",
     "multiscale-transformer": "cost N·(window + N/pool) = N·(32 + N/8) is quadratic with a 1/8 factor; below 128² the "
                               "linear window and projection terms still pull the slope under 2 (re-run 1.72)",
     "kronecker": "attention over H+W averaged tokens, O((H+W)²·D) = O(N·D); under 1.2 ms even at 128², where fixed "
@@ -315,8 +316,8 @@ SCALING_WHY = {
     "input-independent": "96² and 128² skipped (5.2 GiB of H×N² logits), so the tail fit is the 32²→64² slope alone, "
                          "where a cache-resident 32² run flatters the small size",
     "transformer-on-a-diet": "1.15 at the edge of the band (re-run 1.10)",
-    "fractal-tanimoto": "1.17 against 1.10 in a re-run: the Winograd conv's tile groups are half empty when a row has "
-                        "24 tiles (96²), which bends the middle of the curve",
+    "fractal-tanimoto": "1.16-1.17 here, 1.10 in a re-run: the Winograd conv's tile groups are half empty when a row "
+                        "has 24 tiles (96²), which bends the middle of the curve",
 }
 
 
