@@ -1,4 +1,4 @@
-/* Vector expf shared by the C kernels (kernels.c, sparse_kernels.c): one copy, so a logit gets
+/* Vector expf shared by the C kernels (kernels.c, sparse_kernels.c, seqloops.c): one copy, so a logit gets
    the same exp in every kernel and on every vector width. Private to the CKernels target (not
    in include/). Static inline with per-function target attributes: callers need no -m flags.
 

@@ -2,6 +2,7 @@
    Runtime dispatch: AVX2+FMA paths (per-function target attributes), portable C otherwise. */
 #include "seqloops.h"
 #include "ckernels.h"
+#include "exp_simd.h"
 #include <math.h>
 #include <string.h>
 #include <immintrin.h>
@@ -14,40 +15,14 @@
 
 /* ---------- vector exp / sigmoid / tanh ---------- */
 
-/* exp(x), 8 lanes: x = n·ln2 + r, degree-6 polynomial (Cephes expf), 2^n by exponent bits;
-   ≈ 2 ulp on [-87, 88], 0 below -87.3, +inf above 88.4, NaN propagates. */
-__attribute__((target("avx2,fma")))
-static inline __m256 sl_exp256(__m256 x) {
-    const __m256 hi = _mm256_set1_ps(88.3762626647949f);
-    const __m256 lo = _mm256_set1_ps(-87.3365478515625f);
-    __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
-    __m256 over = _mm256_cmp_ps(x, hi, _CMP_GT_OQ);
-    __m256 xc = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
-    __m256 fx = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(1.44269504088896341f)),
-                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), xc);
-    r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 r2 = _mm256_mul_ps(r, r);
-    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
-    y = _mm256_fmadd_ps(y, r2, r);
-    y = _mm256_add_ps(y, _mm256_set1_ps(1.0f));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
-    y = _mm256_mul_ps(y, _mm256_castsi256_ps(e));
-    y = _mm256_andnot_ps(under, y);
-    y = _mm256_blendv_ps(y, _mm256_set1_ps(INFINITY), over);
-    return _mm256_blendv_ps(y, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
-}
+/* exp(x), 8 lanes: the shared vector exp of exp_simd.h (≈ 1 ulp on [-87, 88], 0 below -87.3,
+   +inf above 88.4, NaN propagates). */
 
 /* σ(x) = 1/(1 + exp(−x)): exp(−x) → inf gives 0, → 0 gives 1. */
 __attribute__((target("avx2,fma")))
 static inline __m256 sl_sigmoid256(__m256 x) {
     const __m256 one = _mm256_set1_ps(1.0f);
-    __m256 e = sl_exp256(_mm256_sub_ps(_mm256_setzero_ps(), x));
+    __m256 e = fa_exp256(_mm256_sub_ps(_mm256_setzero_ps(), x));
     return _mm256_div_ps(one, _mm256_add_ps(one, e));
 }
 
@@ -64,7 +39,7 @@ static inline __m256 sl_tanh256(__m256 x) {
     p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(1.33314422036e-1f));
     p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(-3.33332819422e-1f));
     __m256 small = _mm256_fmadd_ps(_mm256_mul_ps(p, z), x, x);
-    __m256 e = sl_exp256(_mm256_add_ps(ax, ax));
+    __m256 e = fa_exp256(_mm256_add_ps(ax, ax));
     __m256 big = _mm256_sub_ps(one, _mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(e, one)));
     big = _mm256_or_ps(big, _mm256_and_ps(sign, x));
     return _mm256_blendv_ps(big, small, _mm256_cmp_ps(ax, _mm256_set1_ps(0.625f), _CMP_LT_OQ));
