@@ -12,13 +12,7 @@ final class InformerProbSparseAttentionTests: XCTestCase {
     static let cases = ["informer", "informer-masked", "informer-dkeys"]
 
     func testParityWithReference() throws {
-        for name in Self.cases {
-            let f = try Fixture.load(name)
-            let m = try f.makeModule()
-            let y = try m(f.input)
-            print("\(name): max relative error \(maxRelativeError(y, f.output))")
-            assertClose(y, f.output, rtol: 1e-4, name)
-        }
+        try assertParity(Self.cases)
     }
 
     func testMapMatchesReference() throws {

@@ -12,13 +12,7 @@ final class LSHSelfAttentionTests: XCTestCase {
     static let cases = ["reformer", "reformer-causal", "reformer-full", "reformer-factorised"]
 
     func testParityWithHuggingFace() throws {
-        for name in Self.cases {
-            let f = try Fixture.load(name)
-            let m = try f.makeModule()
-            let y = try m(f.input)
-            print("\(name): max relative error \(maxRelativeError(y, f.output))")
-            assertClose(y, f.output, rtol: 1e-4, name)
-        }
+        try assertParity(Self.cases)
     }
 
     func testMapMatchesReferenceRow() throws {

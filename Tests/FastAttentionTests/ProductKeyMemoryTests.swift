@@ -11,13 +11,7 @@ final class ProductKeyMemoryTests: XCTestCase {
     static let cases = ["product-key-memory", "product-key-memory-variants", "product-key-memory-concat"]
 
     func testParityWithReference() throws {
-        for name in Self.cases {
-            let f = try Fixture.load(name)
-            let m = try f.makeModule()
-            let y = try m(f.input)
-            print("\(name): max relative error \(maxRelativeError(y, f.output))")
-            assertClose(y, f.output, rtol: 1e-4, name)
-        }
+        try assertParity(Self.cases)
     }
 
     /// The slot grid equals the reference's EmbeddingBag indices and per-sample weights.

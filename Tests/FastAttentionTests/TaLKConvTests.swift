@@ -11,13 +11,7 @@ final class TaLKConvTests: XCTestCase {
     static let cases = ["talk-conv", "talk-conv-decode", "talk-conv-wide"]
 
     func testParityWithReference() throws {
-        for name in Self.cases {
-            let f = try Fixture.load(name)
-            let m = try f.makeModule()
-            let y = try m(f.input)
-            print("\(name): max relative error \(maxRelativeError(y, f.output))")
-            assertClose(y, f.output, rtol: 1e-4, name)
-        }
+        try assertParity(Self.cases)
     }
 
     func testMapMatchesReferenceBox() throws {
